@@ -1,0 +1,5 @@
+import sys
+
+from mtgan.cli import main
+
+sys.exit(main())

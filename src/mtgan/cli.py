@@ -1,0 +1,180 @@
+"""The ``mtgan`` command: the whole pipeline (``run``) or one phase at a time."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from mtgan import __version__
+from mtgan.errors import MtganError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except MtganError as exc:
+        if args.debug:
+            raise
+        print(f"mtgan: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("mtgan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a runtime failure, not a usage error
+        if args.debug:
+            raise
+        print(f"mtgan: failed: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtgan", description="Meta Transfer GAN: few-shot image generation."
+    )
+    parser.add_argument("--version", action="version", version=f"mtgan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = _common_options()
+
+    p = sub.add_parser("run", parents=[common], help="all phases on a dataset, into a run folder")
+    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("pretrain", parents=[common], help="phase (a) into a new run folder")
+    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("meta-train", parents=[common], help="phase (b) in a run folder")
+    p.add_argument("--run", required=True, help="run folder holding pretrain/model.safetensors")
+    p.set_defaults(func=cmd_meta_train)
+
+    p = sub.add_parser("adapt", parents=[common], help="phase (c): test tasks or your own images")
+    p.add_argument("--run", required=True, help="run folder holding meta/model.safetensors")
+    p.add_argument("--images", help="folder with one subfolder of K images per class")
+    p.add_argument("--out", help="output folder for --images (default RUN/adapted/<name>)")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("sample", parents=[common], help="images from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a model.safetensors")
+    p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config file (see configs/)")
+    common.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    common.add_argument("--quick", action="store_true", help="tiny budget, for checks")
+    common.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    common.add_argument("--seed", type=int, help="random seed")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    return common
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"device={args.device}"] if args.device else []
+    extra += [f"seed={args.seed}"] if args.seed is not None else []
+    return list(args.set) + extra
+
+
+def _config(args: argparse.Namespace):
+    from mtgan.config import load_config
+
+    return load_config(args.config, _overrides(args), quick=args.quick)
+
+
+def _new_run(args: argparse.Namespace):
+    from mtgan.pipeline import create_run
+
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    return create_run(out, _config(args), args.overwrite, progress=not args.no_progress)
+
+
+def _existing_run(args: argparse.Namespace):
+    from mtgan.pipeline import open_run
+
+    if args.config or args.quick:
+        raise MtganError("a run folder keeps its own config.yaml; change keys with --set")
+    return open_run(args.run, _overrides(args), progress=not args.no_progress)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mtgan.pipeline import run_all
+
+    run = _new_run(args)
+    start = time.perf_counter()
+    metrics = run_all(run)
+    print(f"run finished in {time.perf_counter() - start:.0f} s: {run.root}")
+    for task in metrics["tasks"]:
+        print(f"  task {task['task']}: adapted in {task['adapt_s']:.1f} s, samples/task_{task['task']}.png")
+    print(f"  report: {run.path('report.md')}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mtgan.pipeline import run_pretrain
+
+    run = _new_run(args)
+    run_pretrain(run)
+    print(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
+    return 0
+
+
+def cmd_meta_train(args: argparse.Namespace) -> int:
+    from mtgan.pipeline import run_meta_train
+
+    run = _existing_run(args)
+    run_meta_train(run)
+    print(f"meta-trained: {run.path('meta', 'model.safetensors')}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from mtgan.pipeline import adapt_to_folder, run_adapt
+
+    run = _existing_run(args)
+    if args.images is None:
+        for task in run_adapt(run):
+            k = task["task"]
+            print(f"task {k}: {run.path('samples', f'task_{k}.png')}")
+        return 0
+    out = Path(args.out) if args.out else run.path("adapted", Path(args.images).name)
+    adapt_to_folder(run, args.images, out)
+    print(f"adapted generator: {out / 'model.safetensors'}; samples: {out / 'samples.png'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from mtgan.checkpoint import load_gan
+    from mtgan.data.base import to_uint8
+    from mtgan.phases.adapt import sample
+    from mtgan.phases.common import resolve_device
+    from mtgan.report import image_grid, save_png
+
+    if args.per_class < 1:
+        raise MtganError(f"--per-class must be at least 1, got {args.per_class}")
+    gan, _ = load_gan(args.checkpoint)
+    device = resolve_device(args.device or "auto")
+    rng = torch.Generator().manual_seed(args.seed or 0)
+    images, _ = sample(gan.to(device), args.per_class, rng, device)
+    save_png(image_grid(to_uint8(images.cpu()), ncols=args.per_class), args.out)
+    print(f"wrote {args.out}: {gan.n_classes} classes x {args.per_class}")
+    return 0
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    sys.exit(main())

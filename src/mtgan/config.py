@@ -1,0 +1,282 @@
+"""Typed configuration: dataclasses with YAML in and out and checks with helpful errors.
+
+A config has one section per concern. Keys are set from YAML files (``--config FILE``) and
+from ``section.key=value`` overrides (``--set``); an unknown key names the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtgan.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which images, at which size, and how the classes split into train/validation/test."""
+
+    name: str = "glyphs"
+    root: str | None = None
+    image_size: int = 32
+    channels: int = 1
+    per_class: int = 20
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Network widths, scale-and-shift granularity, NM/CF initialisation, generator loss."""
+
+    z_dim: int = 64
+    g_width: int = 32
+    d_width: int = 32
+    ss_granularity: str = "channel"
+    head_init: str = "pretrained"
+    objective: str = "eq6"
+
+
+@dataclass
+class TaskConfig:
+    """N-way K-shot tasks with Q query images per class (meta-training and testing)."""
+
+    n_way: int = 5
+    k_shot: int = 10
+    q_query: int = 5
+
+
+@dataclass
+class PretrainConfig:
+    """Phase (a): the conditional GAN on all training classes."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    bn_calibration_batches: int = 20
+
+
+@dataclass
+class MetaConfig:
+    """Phase (b): inner NM/CF steps on support sets (eq. 10), SS steps on query sets (eq. 11)."""
+
+    steps: int = 150
+    meta_batch: int = 4
+    inner_steps: int = 10
+    inner_lr: float = 2e-3
+    inner_optimizer: str = "adam"
+    outer_lr: float = 1e-3
+    second_order: bool = False
+
+
+@dataclass
+class AdaptConfig:
+    """Phase (c): NM and CF trained on a new task's support set (eq. 10)."""
+
+    steps: int = 100
+    lr: float = 2e-3
+    optimizer: str = "adam"
+
+
+@dataclass
+class EvalConfig:
+    """Test tasks and samples."""
+
+    tasks: int = 4
+    samples_per_class: int = 10
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    """The whole run."""
+
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build and validate a config from nested dicts; missing keys keep their defaults."""
+        cfg = _build(cls, values, "")
+        validate(cfg)
+        return cfg
+
+
+QUICK = {
+    "data.per_class": 16,
+    "model.g_width": 16,
+    "model.d_width": 16,
+    "task.k_shot": 5,
+    "pretrain.steps": 150,
+    "pretrain.batch_size": 32,
+    "pretrain.bn_calibration_batches": 4,
+    "meta.steps": 8,
+    "meta.meta_batch": 2,
+    "meta.inner_steps": 3,
+    "adapt.steps": 20,
+    "eval.tasks": 2,
+    "eval.samples_per_class": 6,
+}
+"""Overrides of ``--quick``: the whole pipeline on a tiny budget (well under a minute)."""
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, quick: bool = False
+) -> Config:
+    """Defaults, then the YAML file, then ``--quick``'s budget, then ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(Path(path))
+    if quick:
+        for key, value in QUICK.items():
+            _set_dotted(values, key, value)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        _set_dotted(values, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return Config.from_dict(values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return values
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    *sections, leaf = key.split(".")
+    node = values
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key!r}: {section!r} is not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(_unknown_key_message(where + str(key), names, where))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, where + key)
+    return cls(**kwargs)
+
+
+def _unknown_key_message(key: str, names: list[str], where: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, names, n=1)
+    hint = f"did you mean '{where}{close[0]}'? " if close else ""
+    valid = ", ".join(where + n for n in names)
+    return f"unknown config key {key!r}; {hint}valid keys: {valid}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check (and where harmless, convert) a value against its annotated type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+
+
+CHOICES = {
+    "data.channels": (1, 3),
+    "model.ss_granularity": ("layer", "channel", "kernel"),
+    "model.head_init": ("pretrained", "random"),
+    "model.objective": ("eq6", "eq5"),
+    "meta.inner_optimizer": ("adam", "sgd"),
+    "adapt.optimizer": ("adam", "sgd"),
+    "device": ("auto", "cpu", "cuda"),
+}
+POSITIVE = (
+    "data.image_size data.per_class model.z_dim model.g_width model.d_width task.n_way "
+    "task.k_shot pretrain.steps pretrain.batch_size pretrain.lr meta.meta_batch meta.inner_steps "
+    "meta.inner_lr meta.outer_lr adapt.steps adapt.lr eval.tasks eval.samples_per_class"
+).split()
+NON_NEGATIVE = ("task.q_query", "meta.steps", "pretrain.bn_calibration_batches")
+
+
+def get(cfg: Config, key: str) -> Any:
+    """The value of a dotted key, for example ``get(cfg, "task.n_way")``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the first out-of-range value."""
+    for key, choices in CHOICES.items():
+        if get(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {get(cfg, key)!r}")
+    for key in POSITIVE:
+        if not get(cfg, key) > 0:
+            raise ConfigError(f"{key} must be greater than 0, got {get(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if get(cfg, key) < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {get(cfg, key)!r}")
+    if cfg.data.image_size < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
+    if len(cfg.pretrain.betas) != 2 or not all(0 <= b < 1 for b in cfg.pretrain.betas):
+        raise ConfigError(f"pretrain.betas must be two numbers in [0, 1), got {cfg.pretrain.betas}")
+    fractions = cfg.data.split_fractions
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(
+            f"data.split_fractions must be three positive numbers summing to 1, got {fractions}"
+        )

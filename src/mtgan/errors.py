@@ -1,0 +1,15 @@
+"""Errors that the command line turns into a one-line message instead of a traceback."""
+
+
+class MtganError(Exception):
+    """A problem with the user's input: a config key, a path, a dataset (exit status 2)."""
+
+    exit_status = 2
+
+
+class ConfigError(MtganError):
+    """An unknown or out-of-range configuration value."""
+
+
+class DataError(MtganError):
+    """A dataset that is missing, malformed or too small for the asked task."""

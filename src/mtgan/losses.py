@@ -1,0 +1,43 @@
+"""The GAN losses of the paper, computed from logits with log-softmax.
+
+D's logits have N + 1 entries: the N classes and "fake" (the last). With
+``log D_k(x) = log_softmax(logits)[k]``:
+
+- eq. 4 (discriminator): ``L_D = -mean_R log D_y(x) - mean_F log D_{N+1}(x)``
+  (the paper's eq. 7 writes ``log(1 - D_{N+1})`` for the fake term, which contradicts eq. 4;
+  we follow eq. 4);
+- eq. 6 (generator): ``L_G = -mean_F log D_y(G(z, y))``;
+- eq. 5 (generator, the weaker option): ``L_G = -mean_F log(1 - D_{N+1}(G(z, y)))``.
+
+Means over the batch replace the paper's sums, which only rescales the learning rate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GENERATOR_OBJECTIVES = ("eq6", "eq5")
+
+
+def discriminator_loss(
+    real_logits: torch.Tensor, labels: torch.Tensor, fake_logits: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 4: real images into their class, generated images into "fake" (the last logit)."""
+    fake_class = torch.full(
+        (fake_logits.shape[0],), fake_logits.shape[1] - 1, device=fake_logits.device
+    )
+    return F.cross_entropy(real_logits, labels) + F.cross_entropy(fake_logits, fake_class)
+
+
+def generator_loss(
+    fake_logits: torch.Tensor, labels: torch.Tensor, objective: str = "eq6"
+) -> torch.Tensor:
+    """Eq. 6 (default): generated images of class y classified as y; eq. 5: as not fake."""
+    if objective == "eq6":
+        return F.cross_entropy(fake_logits, labels)
+    if objective == "eq5":
+        # log(1 - D_{N+1}) = log sum_{k <= N} softmax_k = logsumexp(real logits) - logsumexp(all)
+        not_fake = torch.logsumexp(fake_logits[:, :-1], 1) - torch.logsumexp(fake_logits, 1)
+        return -not_fake.mean()
+    raise ValueError(f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}")

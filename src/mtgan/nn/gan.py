@@ -1,0 +1,112 @@
+"""The conditional GAN as one module, with the paper's parameter groups.
+
+Parameter names read like the paper: ``generator.nm.*`` (NM), ``generator.ic.*`` (IC),
+``discriminator.fe.*`` (FE), ``discriminator.cf.*`` (CF), and ``*.ss_scale`` / ``*.ss_shift``
+for the scale and shift of every convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtgan.nn.discriminator import Discriminator
+from mtgan.nn.generator import Generator
+from mtgan.nn.ss import is_ss_parameter
+
+HEAD_INITS = ("pretrained", "random")
+
+
+class ConditionalGAN(nn.Module):
+    """Generator and discriminator for ``n_classes`` classes.
+
+    Example:
+        >>> gan = ConditionalGAN(n_classes=5, image_size=32, channels=1)
+        >>> x = gan.generator(torch.randn(4, gan.generator.z_dim), torch.tensor([0, 1, 2, 3]))
+        >>> tuple(x.shape), tuple(gan.discriminator(x).shape)
+        ((4, 1, 32, 32), (4, 6))
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        image_size: int = 32,
+        channels: int = 1,
+        z_dim: int = 64,
+        g_width: int = 32,
+        d_width: int = 32,
+        ss_granularity: str = "channel",
+    ):
+        super().__init__()
+        self.generator = Generator(n_classes, image_size, channels, z_dim, g_width, ss_granularity)
+        self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
+
+    @property
+    def n_classes(self) -> int:
+        return self.generator.n_classes
+
+    def names(self, group: str) -> list[str]:
+        """Names of the parameters in one group.
+
+        Groups: ``nm``, ``ic``, ``fe``, ``cf`` (the weights, SS excluded), ``ss_g`` and
+        ``ss_d`` (scale and shift of IC and FE), ``g`` and ``d`` (all weights of G or D).
+        """
+        prefixes = {
+            "nm": "generator.nm.",
+            "ic": "generator.ic.",
+            "fe": "discriminator.fe.",
+            "cf": "discriminator.cf.",
+            "ss_g": "generator.ic.",
+            "ss_d": "discriminator.fe.",
+            "g": "generator.",
+            "d": "discriminator.",
+        }
+        if group not in prefixes:
+            raise ValueError(f"unknown parameter group {group!r}")
+        want_ss = group.startswith("ss_")
+        return [
+            n
+            for n, _ in self.named_parameters()
+            if n.startswith(prefixes[group]) and is_ss_parameter(n) == want_ss
+        ]
+
+    def freeze_backbone(self) -> None:
+        """Freeze IC and FE (phases b-d): their weights need no gradient, BatchNorm layers use
+        their recorded statistics. NM, CF and scale-and-shift stay trainable."""
+        trainable = set(self.names("nm") + self.names("cf"))
+        for name, p in self.named_parameters():
+            p.requires_grad_(is_ss_parameter(name) or name in trainable)
+        self.eval()
+
+    def reset_heads(self, n_classes: int, init: str = "pretrained") -> None:
+        """Fresh NM and CF for ``n_classes`` classes (phases b and c).
+
+        ``init="pretrained"`` keeps the noise columns of the old NM and gives every new class
+        the mean of the old class columns; CF's class rows likewise start at the mean of the old
+        class rows and its fake row is kept. ``init="random"`` uses PyTorch's default init.
+        """
+        if init not in HEAD_INITS:
+            raise ValueError(f"unknown head init {init!r}; choose one of {HEAD_INITS}")
+        g, d = self.generator, self.discriminator
+        nm = nn.Linear(g.z_dim + n_classes, g.nm_out_features)
+        cf = nn.Linear(d.fe.out_features, n_classes + 1)
+        if init == "pretrained":
+            _inherit_nm(nm, g.nm, g.z_dim)
+            _inherit_cf(cf, d.cf)
+        g.nm, d.cf = nm.to(g.nm.weight.device), cf.to(d.cf.weight.device)
+        g.n_classes = d.n_classes = n_classes
+
+
+@torch.no_grad()
+def _inherit_nm(new: nn.Linear, old: nn.Linear, z_dim: int) -> None:
+    new.weight[:, :z_dim] = old.weight[:, :z_dim]
+    new.weight[:, z_dim:] = old.weight[:, z_dim:].mean(1, keepdim=True)
+    new.bias.copy_(old.bias)
+
+
+@torch.no_grad()
+def _inherit_cf(new: nn.Linear, old: nn.Linear) -> None:
+    new.weight[:-1] = old.weight[:-1].mean(0, keepdim=True)
+    new.bias[:-1] = old.bias[:-1].mean()
+    new.weight[-1] = old.weight[-1]
+    new.bias[-1] = old.bias[-1]

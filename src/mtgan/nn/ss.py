@@ -1,0 +1,99 @@
+"""Scale and shift (SS): the meta-learned re-purposing of frozen convolution layers.
+
+Every convolution of the image constructor and the feature extractor computes
+``(S1 * W) x + b + S2`` (Sec. 3.2 of the paper), where ``W`` and ``b`` are the pretrained,
+frozen weight and bias and only ``S1`` (``ss_scale``, starting at 1) and ``S2`` (``ss_shift``,
+starting at 0) are meta-learned.
+
+Granularity of S1 and S2:
+
+- ``layer``: one scalar scale and one scalar shift per layer (the paper);
+- ``channel``: one scale and one shift per output channel;
+- ``kernel``: one scale per (output, input) channel pair and one shift per output channel
+  (Meta-Transfer Learning, Sun et al. 2019).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRANULARITIES = ("layer", "channel", "kernel")
+
+
+def _scale_shape(granularity: str, weight_shape: torch.Size, transposed: bool) -> tuple[int, ...]:
+    """Shape of S1, broadcastable against the conv weight."""
+    # Conv2d weights are (out, in, kh, kw); ConvTranspose2d weights are (in, out, kh, kw).
+    out_dim = 1 if transposed else 0
+    if granularity == "layer":
+        return (1, 1, 1, 1)
+    if granularity == "channel":
+        shape = [1, 1, 1, 1]
+        shape[out_dim] = weight_shape[out_dim]
+        return tuple(shape)
+    if granularity == "kernel":
+        return (weight_shape[0], weight_shape[1], 1, 1)
+    raise ValueError(f"unknown SS granularity {granularity!r}; choose one of {GRANULARITIES}")
+
+
+class _SSConvBase(nn.Module):
+    """A convolution with frozen ``weight``/``bias`` and learnable ``ss_scale``/``ss_shift``."""
+
+    transposed = False
+
+    def __init__(self, conv: nn.Module, granularity: str):
+        super().__init__()
+        self.stride, self.padding = conv.stride, conv.padding
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone())
+        self.granularity = granularity
+        shape = _scale_shape(granularity, self.weight.shape, self.transposed)
+        n_out = self.bias.shape[0]
+        self.ss_scale = nn.Parameter(torch.ones(shape))
+        self.ss_shift = nn.Parameter(torch.zeros(1 if granularity == "layer" else n_out))
+
+    def scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. of Sec. 3.2: the effective weight ``S1 * W`` and bias ``b + S2``."""
+        return self.ss_scale * self.weight, self.bias + self.ss_shift
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, stride={self.stride}, ss={self.granularity}"
+
+
+class SSConv2d(_SSConvBase):
+    """``Conv2d`` with scale and shift: ``(S1 * W) x + b + S2``.
+
+    Example:
+        >>> conv = nn.Conv2d(3, 8, 4, 2, 1)
+        >>> ss = SSConv2d(conv, "channel")
+        >>> x = torch.randn(2, 3, 16, 16)
+        >>> torch.equal(ss(x), conv(x))
+        True
+    """
+
+    def __init__(self, conv: nn.Conv2d, granularity: str = "channel"):
+        super().__init__(conv, granularity)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.scaled()
+        return F.conv2d(x, weight, bias, self.stride, self.padding)
+
+
+class SSConvTranspose2d(_SSConvBase):
+    """``ConvTranspose2d`` with scale and shift: ``(S1 * W) x + b + S2``."""
+
+    transposed = True
+
+    def __init__(self, conv: nn.ConvTranspose2d, granularity: str = "channel"):
+        super().__init__(conv, granularity)
+        self.output_padding = conv.output_padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.scaled()
+        return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding)
+
+
+def is_ss_parameter(name: str) -> bool:
+    """Whether a parameter name is a scale or shift of the SS layers."""
+    return name.endswith(("ss_scale", "ss_shift"))

@@ -1,0 +1,60 @@
+"""Phase (a): pretrain the conditional GAN on all training classes."""
+
+from __future__ import annotations
+
+import torch
+
+from mtgan.config import Config
+from mtgan.data.base import ClassDataset
+from mtgan.nn.gan import ConditionalGAN
+from mtgan.nn.generator import calibrate_batchnorm
+from mtgan.phases.common import noise, progress_bar, stack_classes, to_device
+from mtgan.phases.step import Update, gan_step, trainable_params
+
+
+def build_gan(cfg: Config, n_classes: int) -> ConditionalGAN:
+    """The networks that ``cfg.model`` and ``cfg.data`` describe, for ``n_classes`` classes."""
+    m, d = cfg.model, cfg.data
+    return ConditionalGAN(
+        n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width, m.ss_granularity
+    )
+
+
+def pretrain(
+    gan: ConditionalGAN,
+    dataset: ClassDataset,
+    cfg: Config,
+    device: torch.device,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Phase (a): G (NM + IC) and D (FE + CF) trained on every class of ``dataset``.
+
+    Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. Ends by recording
+    IC's BatchNorm statistics (see :func:`calibrate_batchnorm`).
+
+    Returns:
+        The losses, one dict per step.
+    """
+    p = cfg.pretrain
+    images, labels = stack_classes(dataset)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    gan.to(device).train()
+    params = trainable_params(gan, gan.names("g") + gan.names("d"))
+    betas = (p.betas[0], p.betas[1])
+    update_d = Update(gan.names("d"), p.lr, "adam", betas)
+    update_g = Update(gan.names("g"), p.lr, "adam", betas)
+    history = []
+    with progress_bar(p.steps, "pretrain", progress) as bar:
+        for _ in range(p.steps):
+            idx = torch.randint(len(images), (p.batch_size,), generator=rng)
+            z = noise(p.batch_size, gan.generator.z_dim, rng, device)
+            real = to_device(images[idx], device)
+            params, losses = gan_step(
+                gan, params, real, labels[idx].to(device), z, update_d, update_g, cfg.model.objective
+            )
+            history.append(losses)
+            bar.set_postfix(losses, refresh=False)
+            bar.update()
+    calibrate_batchnorm(gan.generator, p.bn_calibration_batches, p.batch_size, rng)
+    gan.requires_grad_(False)
+    return history

@@ -1,0 +1,197 @@
+"""The run folder and the phases in order: what ``mtgan run`` and the phase commands call.
+
+A run folder holds ``config.yaml`` (the resolved config), ``pretrain/model.safetensors``,
+``meta/model.safetensors``, ``tasks/<k>/model.safetensors`` for each adapted test task,
+``samples/*.png``, ``metrics.json``, ``losses.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtgan.checkpoint import atomic_write, load_gan, save_gan
+from mtgan.config import Config, load_config
+from mtgan.data import ClassDataset, EpisodeSampler, Task, load_splits
+from mtgan.data.base import to_uint8
+from mtgan.data.episodes import check_task_fits
+from mtgan.errors import MtganError
+from mtgan.nn.gan import ConditionalGAN
+from mtgan.phases.adapt import adapt, sample
+from mtgan.phases.common import resolve_device
+from mtgan.phases.meta_train import meta_train
+from mtgan.phases.pretrain import build_gan, pretrain
+from mtgan.report import class_rows_grid, image_grid, save_loss_plot, save_png
+
+
+@dataclass
+class Run:
+    """A run folder with its config, data splits and device."""
+
+    root: Path
+    cfg: Config
+    progress: bool = True
+    splits: dict[str, ClassDataset] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.device)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def data(self) -> dict[str, ClassDataset]:
+        if not self.splits:
+            self.splits = load_splits(self.cfg.data)
+            t = self.cfg.task
+            check_task_fits(self.splits["train"], t.n_way, t.k_shot, t.q_query)
+            check_task_fits(self.splits["test"], t.n_way, t.k_shot, t.q_query)
+        return self.splits
+
+
+def create_run(root: str | Path, cfg: Config, overwrite: bool = False, progress: bool = True) -> Run:
+    """A new run folder with its ``config.yaml``; refuses a non-empty folder unless ``overwrite``."""
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise MtganError(f"run folder {root} exists and is not empty; pass --overwrite or another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(root / "config.yaml", cfg.to_yaml())
+    return Run(root, cfg, progress)
+
+
+def open_run(root: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Run:
+    """An existing run folder, with its config (plus ``overrides``)."""
+    root = Path(root)
+    if not (root / "config.yaml").is_file():
+        raise MtganError(f"{root} is not a run folder (no config.yaml); create one with mtgan run")
+    return Run(root, load_config(root / "config.yaml", overrides), progress)
+
+
+def run_pretrain(run: Run) -> ConditionalGAN:
+    """Phase (a) on the training classes; writes ``pretrain/model.safetensors``."""
+    train = run.data()["train"]
+    torch.manual_seed(run.cfg.seed)
+    gan = build_gan(run.cfg, len(train.classes))
+    start = time.perf_counter()
+    run.histories["pretrain"] = pretrain(gan, train, run.cfg, run.device, run.progress)
+    run.timings["pretrain_s"] = time.perf_counter() - start
+    save_gan(gan, run.path("pretrain", "model.safetensors"), train.classes, phase="pretrain")
+    rng = torch.Generator().manual_seed(run.cfg.seed)
+    shown = _pretrain_preview(gan, rng, run.device)
+    save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
+    return gan
+
+
+def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGAN:
+    """Phase (b) from the pretrained model; writes ``meta/model.safetensors``."""
+    if gan is None:
+        gan, _ = load_gan(run.path("pretrain", "model.safetensors"))
+    start = time.perf_counter()
+    run.histories["meta-train"] = meta_train(gan, run.data()["train"], run.cfg, run.device, run.progress)
+    run.timings["meta_train_s"] = time.perf_counter() - start
+    save_gan(gan, run.path("meta", "model.safetensors"), phase="meta-train")
+    return gan
+
+
+def test_tasks(run: Run) -> list[Task]:
+    """The seeded test tasks: the same seed gives the same tasks for every method."""
+    t, e = run.cfg.task, run.cfg.eval
+    sampler = EpisodeSampler(run.data()["test"], t.n_way, t.k_shot, t.q_query, e.seed)
+    return [sampler.sample() for _ in range(e.tasks)]
+
+
+def run_adapt(run: Run, gan: ConditionalGAN | None = None) -> list[dict[str, Any]]:
+    """Phase (c) on every test task; writes ``tasks/<k>/`` and ``samples/task_<k>.png``."""
+    if gan is None:
+        gan, _ = load_gan(run.path("meta", "model.safetensors"))
+    results = []
+    for k, task in enumerate(test_tasks(run)):
+        start = time.perf_counter()
+        adapted, history = adapt(
+            gan, task.support, task.support_labels, run.cfg, run.device, seed=run.cfg.eval.seed + k
+        )
+        seconds = time.perf_counter() - start
+        run.histories.setdefault("adapt", history)
+        save_gan(adapted, run.path("tasks", str(k), "model.safetensors"), task.classes, phase="adapt")
+        rng = torch.Generator().manual_seed(run.cfg.eval.seed + k)
+        fake, labels = sample(adapted, run.cfg.eval.samples_per_class, rng, run.device)
+        grid = class_rows_grid(task.support, task.support_labels, to_uint8(fake.cpu()), labels.cpu())
+        save_png(grid, run.path("samples", f"task_{k}.png"))
+        results.append({"task": k, "classes": task.classes, "adapt_s": seconds})
+    return results
+
+
+def run_all(run: Run) -> dict[str, Any]:
+    """All phases in order, then ``metrics.json``, ``losses.png`` and ``report.md``."""
+    gan = run_pretrain(run)
+    gan = run_meta_train(run, gan)
+    tasks = run_adapt(run, gan)
+    metrics = {"timings": run.timings, "tasks": tasks, "final_losses": _final_losses(run)}
+    atomic_write(run.path("metrics.json"), json.dumps(metrics, indent=2))
+    save_loss_plot(run.histories, run.path("losses.png"))
+    atomic_write(run.path("report.md"), _report(run, metrics))
+    return metrics
+
+
+def _pretrain_preview(gan: ConditionalGAN, rng: torch.Generator, device: torch.device):
+    """Ten samples of each of the first ten pretraining classes."""
+    n = min(10, gan.n_classes)
+    labels = torch.arange(n).repeat_interleave(10).to(device)
+    z = torch.randn(len(labels), gan.generator.z_dim, generator=rng).to(device)
+    with torch.no_grad():
+        return to_uint8(gan.generator(z, labels).cpu())
+
+
+def _final_losses(run: Run) -> dict[str, dict[str, float]]:
+    return {phase: h[-1] for phase, h in run.histories.items() if h}
+
+
+def _report(run: Run, metrics: dict[str, Any]) -> str:
+    cfg = run.cfg
+    lines = [
+        f"# mtgan run `{run.root.name}`",
+        "",
+        f"Dataset `{cfg.data.name}`: {', '.join(f'{k} {len(v.classes)} classes' for k, v in run.data().items())}.",
+        f"Tasks: {cfg.task.n_way}-way {cfg.task.k_shot}-shot; SS granularity `{cfg.model.ss_granularity}`.",
+        "",
+        "| phase | seconds |",
+        "| --- | --- |",
+        *[f"| {k.removesuffix('_s')} | {v:.1f} |" for k, v in metrics["timings"].items()],
+        "",
+        "Pretrained generator (one row per training class): ![](samples/pretrain.png)",
+        "",
+    ]
+    for task in metrics["tasks"]:
+        k = task["task"]
+        lines += [
+            f"Test task {k} (support | generated): classes {', '.join(task['classes'])}, "
+            f"adapted in {task['adapt_s']:.1f} s",
+            "",
+            f"![](samples/task_{k}.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def adapt_to_folder(run: Run, images: str | Path, out: Path) -> ConditionalGAN:
+    """Phase (c) on a user's own images: ``images/<class>/*`` gives one class per subfolder."""
+    from mtgan.data.folder import load_folder
+
+    cfg = run.cfg
+    ds = load_folder(images, cfg.data.image_size, cfg.data.channels)
+    gan, _ = load_gan(run.path("meta", "model.safetensors"))
+    support = torch.cat([ds.images_of(c) for c in ds.classes])
+    labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
+    adapted, _ = adapt(gan, support, labels, cfg, run.device, seed=cfg.seed, progress=run.progress)
+    save_gan(adapted, out / "model.safetensors", ds.classes, phase="adapt")
+    rng = torch.Generator().manual_seed(cfg.seed)
+    fake, fake_labels = sample(adapted, cfg.eval.samples_per_class, rng, run.device)
+    save_png(class_rows_grid(support, labels, to_uint8(fake.cpu()), fake_labels.cpu()), out / "samples.png")
+    return adapted
