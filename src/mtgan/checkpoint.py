@@ -76,7 +76,9 @@ def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
     gan = ConditionalGAN(arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS})
     missing, unexpected = gan.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise MtganError(f"checkpoint {path} does not match its architecture: missing {missing[:3]}")
+        raise MtganError(
+            f"checkpoint {path} does not match its architecture: missing {missing[:3]}"
+        )
     gan.requires_grad_(False)
     return gan, meta
 

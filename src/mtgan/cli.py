@@ -119,7 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = run_all(run)
     print(f"run finished in {time.perf_counter() - start:.0f} s: {run.root}")
     for task in metrics["tasks"]:
-        print(f"  task {task['task']}: adapted in {task['adapt_s']:.1f} s, samples/task_{task['task']}.png")
+        k = task["task"]
+        print(f"  task {k}: adapted in {task['adapt_s']:.1f} s, samples/task_{k}.png")
     print(f"  report: {run.path('report.md')}")
     return 0
 

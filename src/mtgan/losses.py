@@ -40,4 +40,6 @@ def generator_loss(
         # log(1 - D_{N+1}) = log sum_{k <= N} softmax_k = logsumexp(real logits) - logsumexp(all)
         not_fake = torch.logsumexp(fake_logits[:, :-1], 1) - torch.logsumexp(fake_logits, 1)
         return -not_fake.mean()
-    raise ValueError(f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}")
+    raise ValueError(
+        f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}"
+    )

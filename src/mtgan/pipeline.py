@@ -56,11 +56,15 @@ class Run:
         return self.splits
 
 
-def create_run(root: str | Path, cfg: Config, overwrite: bool = False, progress: bool = True) -> Run:
-    """A new run folder with its ``config.yaml``; refuses a non-empty folder unless ``overwrite``."""
+def create_run(
+    root: str | Path, cfg: Config, overwrite: bool = False, progress: bool = True
+) -> Run:
+    """A new run folder with its ``config.yaml``; a non-empty one only with ``overwrite``."""
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise MtganError(f"run folder {root} exists and is not empty; pass --overwrite or another --out")
+        raise MtganError(
+            f"run folder {root} exists and is not empty; pass --overwrite or another --out"
+        )
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "config.yaml", cfg.to_yaml())
     return Run(root, cfg, progress)
@@ -94,7 +98,9 @@ def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGA
     if gan is None:
         gan, _ = load_gan(run.path("pretrain", "model.safetensors"))
     start = time.perf_counter()
-    run.histories["meta-train"] = meta_train(gan, run.data()["train"], run.cfg, run.device, run.progress)
+    run.histories["meta-train"] = meta_train(
+        gan, run.data()["train"], run.cfg, run.device, run.progress
+    )
     run.timings["meta_train_s"] = time.perf_counter() - start
     save_gan(gan, run.path("meta", "model.safetensors"), phase="meta-train")
     return gan
@@ -119,10 +125,14 @@ def run_adapt(run: Run, gan: ConditionalGAN | None = None) -> list[dict[str, Any
         )
         seconds = time.perf_counter() - start
         run.histories.setdefault("adapt", history)
-        save_gan(adapted, run.path("tasks", str(k), "model.safetensors"), task.classes, phase="adapt")
+        save_gan(
+            adapted, run.path("tasks", str(k), "model.safetensors"), task.classes, phase="adapt"
+        )
         rng = torch.Generator().manual_seed(run.cfg.eval.seed + k)
         fake, labels = sample(adapted, run.cfg.eval.samples_per_class, rng, run.device)
-        grid = class_rows_grid(task.support, task.support_labels, to_uint8(fake.cpu()), labels.cpu())
+        grid = class_rows_grid(
+            task.support, task.support_labels, to_uint8(fake.cpu()), labels.cpu()
+        )
         save_png(grid, run.path("samples", f"task_{k}.png"))
         results.append({"task": k, "classes": task.classes, "adapt_s": seconds})
     return results
@@ -155,11 +165,13 @@ def _final_losses(run: Run) -> dict[str, dict[str, float]]:
 
 def _report(run: Run, metrics: dict[str, Any]) -> str:
     cfg = run.cfg
+    splits = ", ".join(f"{k} {len(v.classes)} classes" for k, v in run.data().items())
     lines = [
         f"# mtgan run `{run.root.name}`",
         "",
-        f"Dataset `{cfg.data.name}`: {', '.join(f'{k} {len(v.classes)} classes' for k, v in run.data().items())}.",
-        f"Tasks: {cfg.task.n_way}-way {cfg.task.k_shot}-shot; SS granularity `{cfg.model.ss_granularity}`.",
+        f"Dataset `{cfg.data.name}`: {splits}.",
+        f"Tasks: {cfg.task.n_way}-way {cfg.task.k_shot}-shot; "
+        f"SS granularity `{cfg.model.ss_granularity}`.",
         "",
         "| phase | seconds |",
         "| --- | --- |",
@@ -193,5 +205,8 @@ def adapt_to_folder(run: Run, images: str | Path, out: Path) -> ConditionalGAN:
     save_gan(adapted, out / "model.safetensors", ds.classes, phase="adapt")
     rng = torch.Generator().manual_seed(cfg.seed)
     fake, fake_labels = sample(adapted, cfg.eval.samples_per_class, rng, run.device)
-    save_png(class_rows_grid(support, labels, to_uint8(fake.cpu()), fake_labels.cpu()), out / "samples.png")
+    save_png(
+        class_rows_grid(support, labels, to_uint8(fake.cpu()), fake_labels.cpu()),
+        out / "samples.png",
+    )
     return adapted

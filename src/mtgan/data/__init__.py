@@ -37,4 +37,6 @@ def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
     """The train, validation and test classes of the configured dataset (disjoint)."""
     ds = load(cfg.name, cfg.root, cfg.image_size, cfg.channels, per_class=cfg.per_class)
     parts = split_classes(ds.classes, cfg.split_fractions, cfg.split_seed)
-    return {name: ds.subset(p) for name, p in zip(("train", "validation", "test"), parts, strict=True)}
+    return {
+        name: ds.subset(p) for name, p in zip(("train", "validation", "test"), parts, strict=True)
+    }

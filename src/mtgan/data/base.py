@@ -34,7 +34,9 @@ class ClassDataset:
             if t.ndim == 3:
                 t = t.unsqueeze(1)
             if t.ndim != 4:
-                raise DataError(f"{name}: class {cls!r} has shape {tuple(t.shape)}, expected (n, C, H, W)")
+                raise DataError(
+                    f"{name}: class {cls!r} has shape {tuple(t.shape)}, expected (n, C, H, W)"
+                )
             self._images[str(cls)] = t
         self.classes: list[str] = list(self._images)
 
@@ -82,7 +84,7 @@ def _convert_channels(t: torch.Tensor, channels: int) -> torch.Tensor:
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the generator's tanh range."""
-    return images.float().div(127.5).sub(1.0)
+    return images.to(torch.get_default_dtype()).div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

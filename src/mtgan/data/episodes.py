@@ -102,10 +102,13 @@ class EpisodeSampler:
 def check_task_fits(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int) -> None:
     """Raise a one-line DataError when the dataset cannot supply the asked tasks."""
     if n_way < 1 or k_shot < 1 or q_query < 0:
-        raise DataError(f"need n_way >= 1, k_shot >= 1, q_query >= 0; got {n_way}, {k_shot}, {q_query}")
+        raise DataError(
+            f"need n_way >= 1, k_shot >= 1, q_query >= 0; got {n_way}, {k_shot}, {q_query}"
+        )
     if n_way > len(dataset.classes):
         raise DataError(
-            f"{dataset.name}: N = {n_way} ways but the split has only {len(dataset.classes)} classes"
+            f"{dataset.name}: N = {n_way} ways but the split has only "
+            f"{len(dataset.classes)} classes"
         )
     need = k_shot + q_query
     for cls in dataset.classes:

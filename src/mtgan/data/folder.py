@@ -46,7 +46,9 @@ def load_folder(
             raise DataError(f"class folder {folder} holds no readable images")
         images[folder.name] = np.stack(arrays)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s), first {skipped[0]}", stacklevel=2)
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s), first {skipped[0]}", stacklevel=2
+        )
     return ClassDataset(name, images)
 
 

@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -84,6 +85,7 @@ EXCLUDED_FONTS = (
     "emoji",
     "notomusic",
 )
+OPAQUE_GLYPH_NAME = re.compile(r"(cid|glyph|gid|g|index)\d+")
 # Unicode blocks the classes are drawn from (inclusive ranges).
 BLOCKS = (
     (0x0021, 0x007E),  # Basic Latin
@@ -103,7 +105,7 @@ BLOCKS = (
 )
 
 OVERSAMPLE = 4  # glyphs are drawn at this multiple of the image size, then box-downsampled
-FILL = 0.75  # the share of the image side that an unjittered glyph's larger side spans
+FILL = 0.72  # the share of the image side that an unjittered glyph's larger side spans
 CAP_EM = 0.7  # glyphs smaller than this share of the em are scaled like one this big
 ANALYSIS_SIZE = 16  # image side for the coverage and homoglyph checks
 HOMOGLYPH_DIFF = 0.02  # normalised squared difference below which two views are the same
@@ -112,6 +114,7 @@ MAX_ROTATION = 4.0  # degrees
 MAX_SCALE = 0.1  # relative
 MAX_SHIFT = 1.5 / 32  # of the image side
 STROKES = (-1, 0, 1, 2)  # stroke weight changes: pixels of the oversampled image per side
+MIN_LIGHTENED = 0.6  # share of the ink that lightening must keep (hairline faces stay as they are)
 
 
 def find_fonts() -> list[str]:
@@ -174,8 +177,8 @@ def load_glyphs(
     paths = _usable_fonts(fonts) if fonts is not None else find_fonts()
     if len(paths) < 2:
         raise DataError(f"glyphs: found {len(paths)} usable font(s), need at least 2")
-    settings = {"image_size": image_size, "per_class": per_class, "min_faces": min_faces}
-    path = _cache_file(cache_dir, paths, {**settings, "seed": seed})
+    settings = dict(image_size=image_size, per_class=per_class, min_faces=min_faces, seed=seed)
+    path = _cache_file(cache_dir, paths, settings)
     cached = _read_cache(path, per_class, image_size)
     if cached is None:
         cached = _render(paths, image_size, per_class, min_faces, seed)
@@ -261,9 +264,7 @@ def _repertoire() -> list[int]:
 def _is_base_character(ch: str) -> bool:
     category = unicodedata.category(ch)
     return (
-        category[0] in "LNPS"
-        and category not in ("Lm", "Sk")
-        and not unicodedata.decomposition(ch)
+        category[0] in "LNPS" and category not in ("Lm", "Sk") and not unicodedata.decomposition(ch)
     )
 
 
@@ -284,10 +285,16 @@ def _coverage(path: str, repertoire: set[int]) -> set[int]:
 
 
 def _name_agrees(glyph: str, codepoint: int) -> bool:
-    """Whether a glyph name fits the code point it is mapped from (an unknown name fits)."""
+    """Whether a glyph's name says it is the character of the code point mapped to it.
+
+    A name that the Adobe Glyph List decodes must decode to the character (up to NFKC);
+    any other name must be a tool-made index such as ``cid01234`` or ``glyph12``: a
+    descriptive name unknown to the list (``triangleright`` on ``.`` in cmmi10) is a glyph
+    for something else.
+    """
     named = agl.toUnicode(glyph)
     if not named:
-        return True
+        return OPAQUE_GLYPH_NAME.fullmatch(glyph) is not None
     nfkc = unicodedata.normalize
     return nfkc("NFKC", named) == nfkc("NFKC", chr(codepoint))
 
@@ -329,8 +336,17 @@ def _place(
     inverse = (cos, sin, w / 2 - cos * cx - sin * cy, -sin, cos, h / 2 + sin * cx - cos * cy)
     image = glyph.transform((big, big), Image.Transform.AFFINE, inverse, Image.Resampling.BILINEAR)
     if stroke:
-        image = Image.fromarray(_morph(np.asarray(image), stroke))
+        image = Image.fromarray(_reweight(np.asarray(image), stroke))
     return np.asarray(image.resize((size, size), Image.Resampling.BOX))
+
+
+def _reweight(image: np.ndarray, radius: int) -> np.ndarray:
+    """The glyph made bolder (radius > 0) or lighter (radius < 0); a glyph that lightening
+    would wipe out (keeping less than MIN_LIGHTENED of its ink) is left as it is."""
+    out = _morph(image, radius)
+    if radius < 0 and out.sum(dtype=np.int64) < MIN_LIGHTENED * image.sum(dtype=np.int64):
+        return image
+    return out
 
 
 def _morph(image: np.ndarray, radius: int) -> np.ndarray:
@@ -348,15 +364,15 @@ def _render(
     """Code points (K,) and images (K, per_class, image_size, image_size) of the classes."""
     faces = _select_classes(paths, min_faces)
     if not faces:
-        raise DataError(
-            f"glyphs: no character is covered by {min_faces} of the {len(paths)} fonts"
-        )
+        raise DataError(f"glyphs: no character is covered by {min_faces} of the {len(paths)} fonts")
     em = image_size * OVERSAMPLE
     fonts = [_font(p, em) for p in paths]
     codepoints = sorted(faces)
     images = np.stack(
-        [_render_class(cp, [fonts[i] for i in faces[cp]], em, image_size, per_class, seed)
-         for cp in codepoints]
+        [
+            _render_class(cp, [fonts[i] for i in faces[cp]], em, image_size, per_class, seed)
+            for cp in codepoints
+        ]
     )
     return np.array(codepoints, dtype=np.int32), images
 
@@ -371,8 +387,12 @@ def _render_class(
 ) -> np.ndarray:
     """per_class jittered images of one character, cycling through its faces in random order."""
     rng = np.random.default_rng([seed, codepoint])
-    glyphs = [_glyph(fonts[i], chr(codepoint)) for i in rng.permutation(len(fonts))]
-    glyphs = [g for g in glyphs if g is not None]
+    glyphs = []
+    for face in rng.permutation(len(fonts)):
+        glyph = _glyph(fonts[face], chr(codepoint))
+        glyphs += [glyph] if glyph is not None else []
+        if len(glyphs) == per_class:
+            break
     return np.stack([_place(glyphs[i % len(glyphs)], em, size, rng) for i in range(per_class)])
 
 
@@ -382,26 +402,32 @@ def _render_class(
 def _select_classes(paths: list[str], min_faces: int) -> dict[int, list[int]]:
     """Code point -> indices of the faces that draw it, for the characters that at least
     min_faces faces draw (non-blank), homoglyphs removed."""
-    repertoire = set(_repertoire())
-    views: dict[int, dict[int, np.ndarray]] = {}  # code point -> face -> canonical view
-    em = ANALYSIS_SIZE * OVERSAMPLE
-    covers = [_coverage(p, repertoire) for p in paths]
-    counts = Counter(cp for covered in covers for cp in covered)
-    for face, (path, covered) in enumerate(zip(paths, covers)):
-        font = _font(path, em)
-        for cp in covered:
-            if counts[cp] < min_faces:
-                continue
-            glyph = _glyph(font, chr(cp))
-            if glyph is not None:
-                views.setdefault(cp, {})[face] = _place(glyph, em, ANALYSIS_SIZE)
-    views = {cp: v for cp, v in views.items() if len(v) >= min_faces}
-    kept = _drop_homoglyphs(views, len(paths))
+    views = _canonical_views(paths, min_faces)
+    kept = _drop_homoglyphs(views, len(paths)) if views else []
     return {cp: sorted(views[cp]) for cp in kept}
 
 
+def _canonical_views(paths: list[str], min_faces: int) -> dict[int, dict[int, np.ndarray]]:
+    """Code point -> face index -> the unjittered ANALYSIS_SIZE image, for the characters of
+    the repertoire that at least min_faces faces draw (blank renderings do not count)."""
+    repertoire = set(_repertoire())
+    covers = [_coverage(p, repertoire) for p in paths]
+    counts = Counter(cp for covered in covers for cp in covered)
+    em = ANALYSIS_SIZE * OVERSAMPLE
+    views: dict[int, dict[int, np.ndarray]] = {}
+    for face, (path, covered) in enumerate(zip(paths, covers)):
+        font = _font(path, em)
+        for cp in (cp for cp in covered if counts[cp] >= min_faces):
+            glyph = _glyph(font, chr(cp))
+            if glyph is not None:
+                views.setdefault(cp, {})[face] = _place(glyph, em, ANALYSIS_SIZE)
+    return {cp: v for cp, v in views.items() if len(v) >= min_faces}
+
+
 def _drop_homoglyphs(views: dict[int, dict[int, np.ndarray]], n_faces: int) -> list[int]:
-    """The code points left after removing every character that looks like a lower one.
+    """The code points left after removing homoglyphs: of characters that look alike, the
+    one most faces draw is kept (then the lowest code point), so Latin wins over Greek and
+    Cyrillic, and Cyrillic over rare Latin letters such as U+0182 (a B with a top bar).
 
     Two characters look alike when they are drawn (nearly) the same in at least half of the
     faces that draw both: their canonical views a, b differ by
@@ -409,24 +435,24 @@ def _drop_homoglyphs(views: dict[int, dict[int, np.ndarray]], n_faces: int) -> l
     """
     codepoints = sorted(views)
     n = len(codepoints)
-    same = np.zeros((n, n))
-    shared = np.zeros((n, n))
+    drawn = np.array([[f in views[cp] for f in range(n_faces)] for cp in codepoints])
+    shared = drawn.astype(np.float32) @ drawn.T.astype(np.float32)
+    same = np.zeros(n * n, np.int32)
     for face in range(n_faces):
-        rows = [i for i, cp in enumerate(codepoints) if face in views[cp]]
-        if not rows:
-            continue
-        x = np.stack([views[codepoints[i]][face] for i in rows]).reshape(len(rows), -1)
-        x = x.astype(np.float64) / 255.0
+        rows = np.flatnonzero(drawn[:, face])
+        x = np.array([views[codepoints[r]][face].ravel() for r in rows], np.float32) / 255
         sq = (x * x).sum(1)
         diff = 1 - 2 * (x @ x.T) / (sq[:, None] + sq[None, :])
-        same[np.ix_(rows, rows)] += diff < HOMOGLYPH_DIFF
-        shared[np.ix_(rows, rows)] += 1
+        i, j = np.nonzero(diff < HOMOGLYPH_DIFF)
+        np.add.at(same, rows[i] * n + rows[j], 1)
+    same = same.reshape(n, n)
     alike = (shared > 0) & (same >= HOMOGLYPH_SHARE * shared)
+    faces = [len(views[cp]) for cp in codepoints]
     kept: list[int] = []
-    for i in range(n):
+    for i in sorted(range(n), key=lambda i: (-faces[i], codepoints[i])):
         if not alike[i, kept].any():
             kept.append(i)
-    return [codepoints[i] for i in kept]
+    return sorted(codepoints[i] for i in kept)
 
 
 # ---------------------------------------------------------------------------------- cache
@@ -446,7 +472,7 @@ def _cache_file(cache_dir: str | os.PathLike | None, paths: list[str], settings:
         "repertoire": _repertoire(),
         "settings": settings,
         "tuning": [OVERSAMPLE, FILL, CAP_EM, ANALYSIS_SIZE, HOMOGLYPH_DIFF, HOMOGLYPH_SHARE],
-        "jitter": [MAX_ROTATION, MAX_SCALE, MAX_SHIFT, list(STROKES)],
+        "jitter": [MAX_ROTATION, MAX_SCALE, MAX_SHIFT, list(STROKES), MIN_LIGHTENED],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return Path(cache_dir) / f"glyphs-{digest}.npz"

@@ -30,7 +30,9 @@ class FeatureExtractor(nn.Module):
             layers[f"lrelu{i + 1}"] = nn.LeakyReLU(0.2)
         self.layers = nn.Sequential(layers)
         with torch.no_grad():
-            self.out_features = self.layers(torch.zeros(1, channels, image_size, image_size)).numel()
+            self.out_features = self.layers(
+                torch.zeros(1, channels, image_size, image_size)
+            ).numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)

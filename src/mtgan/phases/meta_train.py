@@ -34,7 +34,9 @@ def meta_train(
     gan.to(device).freeze_backbone()
     sampler = EpisodeSampler(dataset, cfg.task.n_way, cfg.task.k_shot, cfg.task.q_query, cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
-    outer = {side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"}
+    outer = {
+        side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
+    }
     history = []
     with progress_bar(m.steps, "meta-train", progress) as bar:
         for _ in range(m.steps):
@@ -87,7 +89,9 @@ def task_meta_gradient(
     """
     m, objective = cfg.meta, cfg.model.objective
     base = dict(gan.named_parameters())
-    heads = {n: base[n].detach().clone().requires_grad_() for n in gan.names("nm") + gan.names("cf")}
+    heads = {
+        n: base[n].detach().clone().requires_grad_() for n in gan.names("nm") + gan.names("cf")
+    }
     params = {**base, **heads}
     inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
     inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)

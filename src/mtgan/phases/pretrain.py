@@ -50,7 +50,14 @@ def pretrain(
             z = noise(p.batch_size, gan.generator.z_dim, rng, device)
             real = to_device(images[idx], device)
             params, losses = gan_step(
-                gan, params, real, labels[idx].to(device), z, update_d, update_g, cfg.model.objective
+                gan,
+                params,
+                real,
+                labels[idx].to(device),
+                z,
+                update_d,
+                update_g,
+                cfg.model.objective,
             )
             history.append(losses)
             bar.set_postfix(losses, refresh=False)

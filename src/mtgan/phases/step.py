@@ -95,7 +95,9 @@ class Update:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.t = int(state["t"])
-        self.moments = {n: (state[f"{n}.m"], state[f"{n}.v"]) for n in self.names if f"{n}.m" in state}
+        self.moments = {
+            n: (state[f"{n}.m"], state[f"{n}.v"]) for n in self.names if f"{n}.m" in state
+        }
 
 
 def _sub(params: Params, prefix: str) -> Params:
@@ -120,10 +122,7 @@ def gan_losses(
     z: torch.Tensor,
     objective: str = "eq6",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything.
-
-    L_D sees the generated images detached, so it carries no gradient to G's parameters.
-    """
+    """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything."""
     fake = generate(gan, params, z, labels)
     loss_d = _discriminator_loss(gan, params, real, labels, fake)
     loss_g = generator_loss(discriminate(gan, params, fake), labels, objective)
@@ -162,8 +161,10 @@ def gan_step(
 
 
 def _discriminator_loss(gan, params, real, labels, fake) -> torch.Tensor:
+    # No detach: gradients are taken with respect to D's parameters only, and second-order
+    # meta-gradients need the path from scale and shift through the generated images.
     real_logits = discriminate(gan, params, real)
-    return discriminator_loss(real_logits, labels, discriminate(gan, params, fake.detach()))
+    return discriminator_loss(real_logits, labels, discriminate(gan, params, fake))
 
 
 def _descend(params: Params, loss: torch.Tensor, update: Update) -> Params:

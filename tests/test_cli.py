@@ -1,0 +1,158 @@
+"""The command as a user meets it: exit statuses, one-line errors, the run folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY
+
+
+def mtgan(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "mtgan", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def _sets(*extra):
+    return [a for kv in [*TINY, *extra] for a in ("--set", kv)]
+
+
+def _assert_one_line_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mtgan: error:"), result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_unknown_config_key_names_the_valid_ones(tmp_path):
+    r = mtgan("run", "--out", str(tmp_path / "r"), "--set", "task.n_wya=3")
+    _assert_one_line_error(r, "task.n_wya", "task.n_way", "task.k_shot")
+
+
+def test_bad_config_file_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("meta:\n  inner_stepz: 3\n")
+    _assert_one_line_error(
+        mtgan("run", "--config", str(cfg), "--out", str(tmp_path / "r")), "inner_steps"
+    )
+
+
+def _image_folder(root: Path, classes: int, per_class: int) -> Path:
+    rs = np.random.RandomState(0)
+    for c in range(classes):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rs.rand(20, 20) * 255).astype(np.uint8)).save(
+                root / f"k{c}" / f"{i}.png"
+            )
+    return root
+
+
+def test_more_ways_than_classes(tmp_path):
+    data = _image_folder(tmp_path / "imgs", classes=10, per_class=6)  # test split: 2 classes
+    args = _sets("data.name=folder", f"data.root={data}", "task.n_way=3")
+    r = mtgan("run", "--out", str(tmp_path / "r"), *args)
+    _assert_one_line_error(r, "N = 3", "only 2 classes")
+
+
+def test_more_shots_than_images(tmp_path):
+    data = _image_folder(tmp_path / "imgs", classes=10, per_class=3)
+    args = _sets(
+        "data.name=folder", f"data.root={data}", "task.n_way=2", "task.k_shot=2", "task.q_query=2"
+    )
+    r = mtgan("run", "--out", str(tmp_path / "r"), *args)
+    _assert_one_line_error(r, "has 3 images", "K + Q = 4")
+
+
+def test_missing_paths(tmp_path):
+    _assert_one_line_error(mtgan("run", "--config", str(tmp_path / "none.yaml")), "does not exist")
+    _assert_one_line_error(mtgan("meta-train", "--run", str(tmp_path / "none")), "not a run folder")
+    r = mtgan(
+        "sample", "--checkpoint", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "x.png")
+    )
+    _assert_one_line_error(r, "does not exist")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"<html>not a checkpoint</html>")
+    r = mtgan("sample", "--checkpoint", str(bad), "--out", str(tmp_path / "x.png"))
+    _assert_one_line_error(r, "not an mtgan checkpoint")
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _assert_one_line_error(mtgan("run", "--out", str(out)), "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A full tiny run on the toy image folder, shared by the tests below."""
+    root = tmp_path_factory.mktemp("run")
+    data = _image_folder(root / "imgs", classes=16, per_class=6)
+    out = root / "run"
+    args = _sets(
+        "data.name=folder", f"data.root={data}", "eval.tasks=2", "eval.samples_per_class=3"
+    )
+    r = mtgan("run", "--out", str(out), "--no-progress", *args)
+    assert r.returncode == 0, r.stderr
+    return out, data
+
+
+def test_run_writes_the_documented_layout(tiny_run):
+    out, _ = tiny_run
+    for rel in [
+        "config.yaml",
+        "pretrain/model.safetensors",
+        "meta/model.safetensors",
+        "tasks/0/model.safetensors",
+        "tasks/1/model.safetensors",
+        "samples/task_0.png",
+        "samples/pretrain.png",
+        "metrics.json",
+        "report.md",
+        "losses.png",
+    ]:
+        assert (out / rel).is_file(), rel
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["tasks"]) == 2
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_phase_commands_continue_a_run(tiny_run, tmp_path):
+    out, data = tiny_run
+    assert mtgan("meta-train", "--run", str(out), "--no-progress").returncode == 0
+    r = mtgan(
+        "adapt",
+        "--run",
+        str(out),
+        "--images",
+        str(data),
+        "--out",
+        str(tmp_path / "mine"),
+        "--no-progress",
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mine" / "model.safetensors").is_file()
+    grid = Image.open(tmp_path / "mine" / "samples.png")
+    assert grid.height > 16 * 16  # one row per class of the folder
+    r = mtgan(
+        "sample",
+        "--checkpoint",
+        str(tmp_path / "mine" / "model.safetensors"),
+        "--out",
+        str(tmp_path / "s.png"),
+    )
+    assert r.returncode == 0 and (tmp_path / "s.png").is_file()

@@ -1,0 +1,174 @@
+"""The method's invariants: what each phase may change, and the meta-gradient itself."""
+
+import copy
+
+import pytest
+import torch
+
+from mtgan.config import load_config
+from mtgan.data.episodes import EpisodeSampler
+from mtgan.nn.ss import is_ss_parameter
+from mtgan.phases.adapt import adapt
+from mtgan.phases.meta_train import average_heads, meta_train, task_meta_gradient
+from mtgan.phases.pretrain import build_gan, pretrain
+from tests.conftest import TINY
+
+CPU = torch.device("cpu")
+
+
+def _state(gan):
+    return {k: v.detach().clone() for k, v in gan.state_dict().items()}
+
+
+def _group(state, prefix, ss):
+    return {k: v for k, v in state.items() if k.startswith(prefix) and is_ss_parameter(k) == ss}
+
+
+@pytest.fixture
+def pretrained(tiny_cfg, toy_dataset):
+    torch.manual_seed(0)
+    gan = build_gan(tiny_cfg, len(toy_dataset.classes))
+    before = _state(gan)
+    pretrain(gan, toy_dataset, tiny_cfg, CPU)
+    return gan, before
+
+
+def test_pretraining_changes_weights_but_not_scale_and_shift(pretrained):
+    gan, before = pretrained
+    after = _state(gan)
+    for prefix in ("generator.nm", "generator.ic", "discriminator.fe", "discriminator.cf"):
+        weights = _group(after, prefix, ss=False)
+        assert any(not torch.equal(v, before[k]) for k, v in weights.items()), prefix
+    for k, v in after.items():
+        if is_ss_parameter(k):
+            assert torch.equal(v, before[k]), k
+
+
+def test_meta_training_changes_only_ss_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
+    gan, _ = pretrained
+    before = _state(gan)
+    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    after = _state(gan)
+    frozen = {k for k in after if k.startswith(("generator.ic", "discriminator.fe"))}
+    for k in frozen:
+        if is_ss_parameter(k):
+            continue
+        assert torch.equal(after[k], before[k]), f"{k} changed in meta-training"
+    assert any(not torch.equal(after[k], before[k]) for k in frozen if k.endswith("ss_scale"))
+    assert any(not torch.equal(after[k], before[k]) for k in frozen if k.endswith("ss_shift"))
+    assert after["generator.nm.weight"].shape[1] == tiny_cfg.model.z_dim + tiny_cfg.task.n_way
+    assert after["discriminator.cf.weight"].shape[0] == tiny_cfg.task.n_way + 1
+
+
+def test_adaptation_changes_only_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
+    gan, _ = pretrained
+    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    meta_state = _state(gan)
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5).sample()
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    after = _state(adapted)
+    for k, v in after.items():
+        if k.startswith(("generator.nm", "discriminator.cf")):
+            assert not torch.equal(v, meta_state[k]), f"{k} did not adapt"
+        else:
+            assert torch.equal(v, meta_state[k]), f"{k} changed in adaptation"
+    assert all(torch.equal(v, meta_state[k]) for k, v in _state(gan).items()), "meta model mutated"
+
+
+def test_adaptation_to_a_different_number_of_classes(pretrained, tiny_cfg, toy_dataset):
+    gan, _ = pretrained
+    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    task = EpisodeSampler(toy_dataset, 5, 2, 0, seed=1).sample()
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    assert adapted.n_classes == 5 and adapted.discriminator.cf.out_features == 6
+
+
+def test_eq12_heads_are_the_mean_of_the_adapted_heads(pretrained, tiny_cfg):
+    gan, _ = pretrained
+    gan.reset_heads(3)
+    names = gan.names("nm") + gan.names("cf")
+    own = dict(gan.named_parameters())
+    heads = [{n: torch.randn_like(own[n]) for n in names} for _ in range(3)]
+    average_heads(gan, heads)
+    for n in names:
+        torch.testing.assert_close(own[n], (heads[0][n] + heads[1][n] + heads[2][n]) / 3)
+
+
+def _double_setup(toy_dataset, second_order):
+    cfg = load_config(
+        overrides=TINY
+        + [
+            f"meta.second_order={str(second_order).lower()}",
+            "meta.inner_optimizer=sgd",
+            "meta.inner_lr=0.5",
+            "meta.inner_steps=2",
+        ]
+    )
+    torch.manual_seed(3)
+    gan = build_gan(cfg, 3).double()
+    gan.reset_heads(3)
+    gan.double().freeze_backbone()
+    with torch.no_grad():  # move SS away from identity so that no layer is degenerate
+        for n, p in gan.named_parameters():
+            if is_ss_parameter(n):
+                p.add_(0.1 * torch.randn_like(p))
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=2).sample()
+    return cfg, gan, task
+
+
+def _query_loss(gan, task, cfg, side):
+    _, _, losses = task_meta_gradient(gan, task, cfg, torch.Generator().manual_seed(7), CPU)
+    return losses[f"query_loss_{side}"]
+
+
+def test_second_order_meta_gradient_matches_finite_differences(toy_dataset):
+    """Eq. 10-11 with SGD inner steps (Adam's sign-like steps defeat finite differences)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg, gan, task = _double_setup(toy_dataset, True)
+        _, grads, _ = task_meta_gradient(gan, task, cfg, torch.Generator().manual_seed(7), CPU)
+        params = dict(gan.named_parameters())
+        for side, group in (("g", "ss_g"), ("d", "ss_d")):
+            names = gan.names(group)
+            for name, grad in zip(names, grads[side], strict=True):
+                p = params[name]
+                for idx in range(min(2, p.numel())):
+                    eps = 1e-5
+                    with torch.no_grad():
+                        p.view(-1)[idx] += eps
+                    up = _query_loss(gan, task, cfg, side)
+                    with torch.no_grad():
+                        p.view(-1)[idx] -= 2 * eps
+                    down = _query_loss(gan, task, cfg, side)
+                    with torch.no_grad():
+                        p.view(-1)[idx] += eps
+                    numeric = (up - down) / (2 * eps)
+                    assert grad.view(-1)[idx].item() == pytest.approx(
+                        numeric, rel=1e-4, abs=1e-7
+                    ), name
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_first_order_gradient_differs_from_second_order(toy_dataset):
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg1, gan, task = _double_setup(toy_dataset, False)
+        cfg2 = copy.deepcopy(cfg1)
+        cfg2.meta.second_order = True
+        _, g1, _ = task_meta_gradient(gan, task, cfg1, torch.Generator().manual_seed(7), CPU)
+        _, g2, _ = task_meta_gradient(gan, task, cfg2, torch.Generator().manual_seed(7), CPU)
+        diff = sum((a - b).abs().sum() for a, b in zip(g1["g"], g2["g"], strict=True))
+        assert diff > 1e-6
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_pretraining_is_deterministic_for_a_seed(tiny_cfg, toy_dataset):
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        gan = build_gan(tiny_cfg, len(toy_dataset.classes))
+        pretrain(gan, toy_dataset, tiny_cfg, CPU)
+        states.append(_state(gan))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
