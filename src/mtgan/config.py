@@ -245,10 +245,26 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = (
-    "data.image_size data.per_class model.z_dim model.g_width model.d_width task.n_way task.k_shot "
-    "task.q_query pretrain.steps pretrain.batch_size pretrain.lr meta.meta_batch meta.inner_steps "
-    "meta.inner_lr meta.outer_lr adapt.steps adapt.lr eval.tasks eval.samples_per_class"
-).split()
+    "data.image_size",
+    "data.per_class",
+    "model.z_dim",
+    "model.g_width",
+    "model.d_width",
+    "task.n_way",
+    "task.k_shot",
+    "task.q_query",
+    "pretrain.steps",
+    "pretrain.batch_size",
+    "pretrain.lr",
+    "meta.meta_batch",
+    "meta.inner_steps",
+    "meta.inner_lr",
+    "meta.outer_lr",
+    "adapt.steps",
+    "adapt.lr",
+    "eval.tasks",
+    "eval.samples_per_class",
+)
 NON_NEGATIVE = ("meta.steps", "pretrain.bn_calibration_batches")
 
 
