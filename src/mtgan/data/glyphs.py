@@ -19,10 +19,11 @@ How the dataset is made:
   (accented) or compatibility characters. A character is a class when at least
   ``min_faces`` faces cover it. Homoglyphs (Latin A, Greek Alpha, Cyrillic A; Latin o and
   Greek omicron ...) are found by comparing their renderings in the faces that cover both;
-  of each such group only the lowest code point is kept.
+  of each such group only the character most faces cover (then the lowest code point) is
+  kept, which is the Latin letter where there is one.
 * Images: grayscale uint8, white glyph (255) on black (0), ``image_size`` square. The glyph
   is drawn at four times the size, centred by its ink bounding box and scaled so that it
-  fits in 75% of the square; glyphs smaller than a capital letter (``.``, ``-``, ``o``) are
+  fits in 72% of the square; glyphs smaller than a capital letter (``.``, ``-``, ``o``) are
   not magnified beyond a capital's scale, so that they keep their size relative to the
   others. Each image gets a small random rotation, scale, shift and stroke weight, then is
   downsampled with a box filter. A class's ``per_class`` images cycle through its faces in a
@@ -46,6 +47,7 @@ import tempfile
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -184,7 +186,9 @@ def load_glyphs(
         cached = _render(paths, image_size, per_class, min_faces, seed)
         _write_cache(path, *cached)
     codepoints, images = cached
-    return ClassDataset("glyphs", {_class_name(c): im for c, im in zip(codepoints, images)})
+    return ClassDataset(
+        "glyphs", {_class_name(c): im for c, im in zip(codepoints, images, strict=True)}
+    )
 
 
 # ---------------------------------------------------------------------------- font discovery
@@ -415,7 +419,7 @@ def _canonical_views(paths: list[str], min_faces: int) -> dict[int, dict[int, np
     counts = Counter(cp for covered in covers for cp in covered)
     em = ANALYSIS_SIZE * OVERSAMPLE
     views: dict[int, dict[int, np.ndarray]] = {}
-    for face, (path, covered) in enumerate(zip(paths, covers)):
+    for face, (path, covered) in enumerate(zip(paths, covers, strict=True)):
         font = _font(path, em)
         for cp in (cp for cp in covered if counts[cp] >= min_faces):
             glyph = _glyph(font, chr(cp))
@@ -483,10 +487,11 @@ def _read_cache(path: Path, per_class: int, size: int) -> tuple[np.ndarray, np.n
     try:
         with np.load(path, allow_pickle=False) as data:
             codepoints, images = data["codepoints"], data["images"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     good = (
         codepoints.ndim == 1
+        and codepoints.dtype.kind in "iu"
         and images.dtype == np.uint8
         and images.shape == (len(codepoints), per_class, size, size)
         and len(codepoints) > 0
