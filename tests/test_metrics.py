@@ -258,8 +258,9 @@ def test_copy_ratio_zero_for_copies_and_one_for_new_samples():
 
 @pytest.mark.parametrize("size", [28, 32, 64, 84])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_evaluator_shapes(size, channels):
-    model = Evaluator(n_classes=7, in_channels=channels).eval()
+@pytest.mark.parametrize("stem_stride", [1, 2])
+def test_evaluator_shapes(size, channels, stem_stride):
+    model = Evaluator(n_classes=7, in_channels=channels, stem_stride=stem_stride).eval()
     x = torch.rand(2, channels, size, size) * 2 - 1
     assert model(x).shape == (2, 7)
     assert model.features(x).shape == (2, 128)
@@ -324,6 +325,14 @@ def test_train_evaluator_learns_an_easy_problem():
     assert not train & heldout and train | heldout == set(range(120))
     assert (info["n_train"], info["n_heldout"]) == (96, 24)
     assert torch.bincount(labels[info["heldout_indices"]]).tolist() == [6, 6, 6, 6]
+
+
+def test_train_evaluator_halves_large_images_in_the_stem():
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    model, info = train_evaluator(images, torch.arange(6) % 2, 2, epochs=1, augment=False)
+    assert model.stem_stride == 2 and info["n_heldout"] == 2
+    small, _ = train_evaluator(images[:, :, :32, :32], torch.arange(6) % 2, 2, epochs=1)
+    assert small.stem_stride == 1
 
 
 def test_train_evaluator_validates_inputs():

@@ -94,6 +94,7 @@ class EvalConfig:
     tasks: int = 4
     samples_per_class: int = 10
     seed: int = 1234
+    evaluator_epochs: int = 15
 
 
 @dataclass
@@ -138,6 +139,7 @@ QUICK = {
     "adapt.steps": 20,
     "eval.tasks": 2,
     "eval.samples_per_class": 6,
+    "eval.evaluator_epochs": 2,
 }
 """Overrides of ``--quick``: the whole pipeline on a tiny budget (well under a minute)."""
 
@@ -264,6 +266,7 @@ POSITIVE = (
     "adapt.lr",
     "eval.tasks",
     "eval.samples_per_class",
+    "eval.evaluator_epochs",
 )
 NON_NEGATIVE = ("meta.steps", "pretrain.bn_calibration_batches")
 

@@ -21,9 +21,11 @@ from mtgan.data import ClassDataset, EpisodeSampler, Task, load_splits
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import check_task_fits
 from mtgan.errors import MtganError
+from mtgan.metrics import Evaluator
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.adapt import adapt, sample
 from mtgan.phases.common import resolve_device
+from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows_grid, image_grid, save_loss_plot, save_png
@@ -106,19 +108,25 @@ def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGA
     return gan
 
 
-def test_tasks(run: Run) -> list[Task]:
+def seeded_test_tasks(run: Run) -> list[Task]:
     """The seeded test tasks: the same seed gives the same tasks for every method."""
     t, e = run.cfg.task, run.cfg.eval
     sampler = EpisodeSampler(run.data()["test"], t.n_way, t.k_shot, t.q_query, e.seed)
     return [sampler.sample() for _ in range(e.tasks)]
 
 
-def run_adapt(run: Run, gan: ConditionalGAN | None = None) -> list[dict[str, Any]]:
-    """Phase (c) on every test task; writes ``tasks/<k>/`` and ``samples/task_<k>.png``."""
+def run_adapt(
+    run: Run, gan: ConditionalGAN | None = None, evaluator: Evaluator | None = None
+) -> list[dict[str, Any]]:
+    """Phase (c) on every test task, scored by ``evaluator`` when given (phase d).
+
+    Writes ``tasks/<k>/model.safetensors`` and ``samples/task_<k>.png``.
+    """
     if gan is None:
         gan, _ = load_gan(run.path("meta", "model.safetensors"))
     results = []
-    for k, task in enumerate(test_tasks(run)):
+    test_classes = run.data()["test"].classes
+    for k, task in enumerate(seeded_test_tasks(run)):
         start = time.perf_counter()
         adapted, history = adapt(
             gan, task.support, task.support_labels, run.cfg, run.device, seed=run.cfg.eval.seed + k
@@ -130,11 +138,13 @@ def run_adapt(run: Run, gan: ConditionalGAN | None = None) -> list[dict[str, Any
         )
         rng = torch.Generator().manual_seed(run.cfg.eval.seed + k)
         fake, labels = sample(adapted, run.cfg.eval.samples_per_class, rng, run.device)
-        grid = class_rows_grid(
-            task.support, task.support_labels, to_uint8(fake.cpu()), labels.cpu()
-        )
+        fake, labels = to_uint8(fake.cpu()), labels.cpu()
+        grid = class_rows_grid(task.support, task.support_labels, fake, labels)
         save_png(grid, run.path("samples", f"task_{k}.png"))
-        results.append({"task": k, "classes": task.classes, "adapt_s": seconds})
+        result = {"task": k, "classes": task.classes, "adapt_s": seconds}
+        if evaluator is not None:
+            result |= score_task(evaluator, test_classes, task, fake, labels)
+        results.append(result)
     return results
 
 
@@ -142,8 +152,17 @@ def run_all(run: Run) -> dict[str, Any]:
     """All phases in order, then ``metrics.json``, ``losses.png`` and ``report.md``."""
     gan = run_pretrain(run)
     gan = run_meta_train(run, gan)
-    tasks = run_adapt(run, gan)
-    metrics = {"timings": run.timings, "tasks": tasks, "final_losses": _final_losses(run)}
+    start = time.perf_counter()
+    evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
+    run.timings["evaluator_s"] = time.perf_counter() - start
+    tasks = run_adapt(run, gan, evaluator)
+    metrics = {
+        "evaluator": evaluator_info,
+        "summary": summarize([{k: v for k, v in t.items() if k != "task"} for t in tasks]),
+        "tasks": tasks,
+        "timings": run.timings,
+        "final_losses": _final_losses(run),
+    }
     atomic_write(run.path("metrics.json"), json.dumps(metrics, indent=2))
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), _report(run, metrics))

@@ -58,6 +58,7 @@ from fontTools import agl
 from fontTools.ttLib import TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont, features
 
+from mtgan.cache import cache_dir as default_cache_dir
 from mtgan.data.base import ClassDataset
 from mtgan.errors import DataError
 
@@ -466,8 +467,7 @@ def _cache_file(cache_dir: str | os.PathLike | None, paths: list[str], settings:
     """The cache file for these fonts and settings (its name is a hash of everything that
     changes the result)."""
     if cache_dir is None:
-        default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtgan"
-        cache_dir = os.environ.get("MTGAN_CACHE") or default
+        cache_dir = default_cache_dir()
     stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
     key = {
         "format": FORMAT_VERSION,

@@ -1,0 +1,165 @@
+"""Phase (d): score generated images with the external classifier M.
+
+M is trained on the real images of the split being evaluated (a held-out part of every class
+measures its accuracy) and cached. For each test task it gives:
+
+- Mode Score (eq. 3) and Inception Score (eq. 2) over the task's N classes (softmax over those N
+  logits of M, upper bound N), over all the split's classes, and the same on the task's real
+  query images as the ceiling; Che et al.'s original Mode Score as a variant;
+- class fidelity: the share of images generated for slot y that M assigns to the task's class y;
+- FID and KID between generated and real query images in M's penultimate features;
+- diversity: mean pairwise feature distance within a class, generated and real;
+- the copy ratio: generated images' pixel distance to their nearest support image over the same
+  for the real query images (far below 1: the generator copies its K shots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
+
+from mtgan.cache import cache_dir
+from mtgan.checkpoint import atomic_write
+from mtgan.config import Config
+from mtgan.data.base import ClassDataset
+from mtgan.data.episodes import Task
+from mtgan.metrics import (
+    Evaluator,
+    class_fidelity,
+    copy_ratio,
+    extract_features,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    mean_confidence_interval,
+    mode_score,
+    mode_score_che,
+    pairwise_diversity,
+    predict_probs,
+    train_evaluator,
+)
+from mtgan.phases.common import stack_classes
+
+EVALUATOR_VERSION = 1
+WEAK_EVALUATOR = 0.9
+
+
+def evaluator_for(
+    split: ClassDataset, cfg: Config, device: torch.device
+) -> tuple[Evaluator, dict[str, Any]]:
+    """M for ``split``'s classes: loaded from the cache, or trained and cached.
+
+    The cache key hashes the images, class names and training settings, so a changed dataset or
+    setting trains a new M. Warns when M's held-out accuracy is below 90%.
+    """
+    images, labels = stack_classes(split)
+    settings = {"epochs": cfg.eval.evaluator_epochs, "seed": cfg.seed, "v": EVALUATOR_VERSION}
+    digest = hashlib.sha256(images.numpy().tobytes())
+    digest.update(json.dumps([split.classes, settings]).encode())
+    path = cache_dir() / "evaluators" / f"{digest.hexdigest()[:24]}.safetensors"
+    model = Evaluator(len(split.classes), images.shape[1], stem_stride(images))
+    info = _load_evaluator(model, path)
+    if info is None:
+        model, info = train_evaluator(
+            images,
+            labels,
+            len(split.classes),
+            epochs=cfg.eval.evaluator_epochs,
+            seed=cfg.seed,
+            device=device,
+        )
+        info = {k: v for k, v in info.items() if not k.endswith("_indices")}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, save_bytes(tensors, metadata={"info": json.dumps(info)}))
+    if info["heldout_accuracy"] < WEAK_EVALUATOR:
+        warnings.warn(
+            f"the evaluator's held-out accuracy is {info['heldout_accuracy']:.1%}, below 90%: "
+            "its scores mean little (raise eval.evaluator_epochs)",
+            stacklevel=2,
+        )
+    return model.to(device).eval(), {**info, "cache": str(path)}
+
+
+def stem_stride(images: torch.Tensor) -> int:
+    return 2 if min(images.shape[-2:]) >= 56 else 1
+
+
+def _load_evaluator(model: Evaluator, path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            info = json.loads(f.metadata()["info"])
+        model.load_state_dict(load_file(str(path)))
+    except Exception:  # a corrupt or stale cache entry is retrained, never trusted
+        return None
+    return info
+
+
+def score_task(
+    evaluator: Evaluator,
+    split_classes: list[str],
+    task: Task,
+    generated: torch.Tensor,
+    generated_labels: torch.Tensor,
+) -> dict[str, float]:
+    """Every score of one task. Images are uint8; ``generated_labels`` are the task's slots."""
+    index = {c: i for i, c in enumerate(split_classes)}
+    subset = [index[c] for c in task.classes]
+    real, real_labels = task.query, task.query_labels
+    gen_n, real_n = (predict_probs(evaluator, x, subset) for x in (generated, real))
+    gen_all, real_all = (predict_probs(evaluator, x) for x in (generated, real))
+    gen_f, real_f = (extract_features(evaluator, x) for x in (generated, real))
+    slot_to_class = torch.tensor(subset)
+    scores = {
+        "mode_score": mode_score(gen_n, real_n),
+        "inception_score": inception_score(gen_n),
+        "mode_score_che": mode_score_che(gen_n, real_n),
+        "real_mode_score": mode_score(real_n, real_n),
+        "mode_score_split": mode_score(gen_all, real_all),
+        "real_mode_score_split": mode_score(real_all, real_all),
+        "fidelity": class_fidelity(gen_n, generated_labels.cpu()),
+        "real_fidelity": class_fidelity(real_all, slot_to_class[real_labels]),
+        "fid": frechet_distance(gen_f, real_f),
+        "kid": kernel_inception_distance(gen_f, real_f)[0],
+    }
+    return scores | _per_class_scores(task, generated, generated_labels, gen_f, real_f)
+
+
+def _per_class_scores(task, generated, generated_labels, gen_f, real_f) -> dict[str, float]:
+    """Diversity and copy ratio, averaged over the task's classes."""
+    rows = []
+    for slot in range(task.n_way):
+        g, r = generated_labels.cpu() == slot, task.query_labels == slot
+        support = task.support[task.support_labels == slot]
+        rows.append(
+            {
+                "diversity": pairwise_diversity(gen_f[g]),
+                "real_diversity": pairwise_diversity(real_f[r]),
+                "copy_ratio": copy_ratio(
+                    generated[g].float(), support.float(), task.query[r].float()
+                ),
+            }
+        )
+    return {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
+
+
+def summarize(per_task: list[dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """Mean and 95% confidence half-width of every score over the tasks."""
+    summary = {}
+    for key in per_task[0]:
+        values = [row[key] for row in per_task if isinstance(row.get(key), int | float)]
+        if not values:
+            continue
+        mean, half = mean_confidence_interval(values)
+        summary[key] = {"mean": mean, "ci95": None if math.isnan(half) else half, "n": len(values)}
+    return summary
