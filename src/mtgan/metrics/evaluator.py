@@ -94,6 +94,11 @@ class Evaluator(nn.Module):
         return self.head(self.features(x))
 
 
+def stem_stride_for(images: Tensor) -> int:
+    """The stem stride `train_evaluator` uses: 2 for images of 56 pixels or more, else 1."""
+    return 2 if min(images.shape[-2:]) >= 56 else 1
+
+
 def train_evaluator(
     images: Tensor,
     labels: Tensor,
@@ -151,8 +156,7 @@ def train_evaluator(
     train_idx, heldout_idx = _stratified_split(labels, holdout_fraction, generator)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        stem_stride = 2 if min(images.shape[-2:]) >= 56 else 1
-        model = Evaluator(n_classes, images.shape[1], stem_stride).to(device)
+        model = Evaluator(n_classes, images.shape[1], stem_stride_for(images)).to(device)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)

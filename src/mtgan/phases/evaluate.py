@@ -5,9 +5,10 @@ measures its accuracy) and cached. For each test task it gives:
 
 - Mode Score (eq. 3) and Inception Score (eq. 2) over the task's N classes (softmax over those N
   logits of M, upper bound N), over all the split's classes, and the same on the task's real
-  query images as the ceiling; Che et al.'s original Mode Score as a variant;
+  query images as the ceiling (Che et al.'s original form is left out: it always equals IS);
 - class fidelity: the share of images generated for slot y that M assigns to the task's class y;
-- FID and KID between generated and real query images in M's penultimate features;
+- FID and KID between generated and real query images in M's penultimate features, and the FID
+  between the support and query images as the real-data reference at the same sample sizes;
 - diversity: mean pairwise feature distance within a class, generated and real;
 - the copy ratio: generated images' pixel distance to their nearest support image over the same
   for the real query images (far below 1: the generator copies its K shots).
@@ -19,9 +20,11 @@ import hashlib
 import json
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
@@ -40,11 +43,11 @@ from mtgan.metrics import (
     kernel_inception_distance,
     mean_confidence_interval,
     mode_score,
-    mode_score_che,
     pairwise_diversity,
     predict_probs,
     train_evaluator,
 )
+from mtgan.metrics.evaluator import stem_stride_for
 from mtgan.phases.common import stack_classes
 
 EVALUATOR_VERSION = 1
@@ -64,7 +67,7 @@ def evaluator_for(
     digest = hashlib.sha256(images.numpy().tobytes())
     digest.update(json.dumps([split.classes, settings]).encode())
     path = cache_dir() / "evaluators" / f"{digest.hexdigest()[:24]}.safetensors"
-    model = Evaluator(len(split.classes), images.shape[1], stem_stride(images))
+    model = Evaluator(len(split.classes), images.shape[1], stem_stride_for(images))
     info = _load_evaluator(model, path)
     if info is None:
         model, info = train_evaluator(
@@ -87,20 +90,15 @@ def evaluator_for(
     return model.to(device).eval(), {**info, "cache": str(path)}
 
 
-def stem_stride(images: torch.Tensor) -> int:
-    return 2 if min(images.shape[-2:]) >= 56 else 1
-
-
-def _load_evaluator(model: Evaluator, path) -> dict[str, Any] | None:
+def _load_evaluator(model: Evaluator, path: Path) -> dict[str, Any] | None:
+    """The cached M's training info, or None (a missing or unreadable entry is retrained)."""
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             info = json.loads(f.metadata()["info"])
         model.load_state_dict(load_file(str(path)))
-    except Exception:  # a corrupt or stale cache entry is retrained, never trusted
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError):
         return None
     return info
 
@@ -118,18 +116,20 @@ def score_task(
     real, real_labels = task.query, task.query_labels
     gen_n, real_n = (predict_probs(evaluator, x, subset) for x in (generated, real))
     gen_all, real_all = (predict_probs(evaluator, x) for x in (generated, real))
-    gen_f, real_f = (extract_features(evaluator, x) for x in (generated, real))
+    gen_f, real_f, support_f = (
+        extract_features(evaluator, x) for x in (generated, real, task.support)
+    )
     slot_to_class = torch.tensor(subset)
     scores = {
         "mode_score": mode_score(gen_n, real_n),
         "inception_score": inception_score(gen_n),
-        "mode_score_che": mode_score_che(gen_n, real_n),
         "real_mode_score": mode_score(real_n, real_n),
         "mode_score_split": mode_score(gen_all, real_all),
         "real_mode_score_split": mode_score(real_all, real_all),
         "fidelity": class_fidelity(gen_n, generated_labels.cpu()),
         "real_fidelity": class_fidelity(real_all, slot_to_class[real_labels]),
         "fid": frechet_distance(gen_f, real_f),
+        "real_fid": frechet_distance(support_f, real_f),
         "kid": kernel_inception_distance(gen_f, real_f)[0],
     }
     return scores | _per_class_scores(task, generated, generated_labels, gen_f, real_f)
