@@ -14,7 +14,12 @@ from mtgan import __version__
 from mtgan.errors import MtganError
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"mtgan: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -113,15 +118,17 @@ def _existing_run(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mtgan.pipeline import run_all
+    from mtgan.report import text_summary
 
     run = _new_run(args)
     start = time.perf_counter()
     metrics = run_all(run)
     print(f"run finished in {time.perf_counter() - start:.0f} s: {run.root}")
-    for task in metrics["tasks"]:
-        k = task["task"]
-        print(f"  task {k}: adapted in {task['adapt_s']:.1f} s, samples/task_{k}.png")
-    print(f"  report: {run.path('report.md')}")
+    acc = metrics["evaluator"]["heldout_accuracy"]
+    print(f"over {len(metrics['tasks'])} test tasks (evaluator accuracy {acc:.1%}):")
+    for line in text_summary(metrics["summary"]):
+        print("  " + line)
+    print(f"samples: {run.path('samples')}/task_*.png; report: {run.path('report.md')}")
     return 0
 
 
@@ -177,5 +184,4 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    warnings.simplefilter("default")
     sys.exit(main())

@@ -85,3 +85,45 @@ def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write(path, buf.getvalue())
+
+
+SCORES = (
+    ("mode_score", "real_mode_score", "Mode Score, N-way (eq. 3)"),
+    ("inception_score", None, "Inception Score, N-way (eq. 2)"),
+    ("fidelity", "real_fidelity", "class fidelity"),
+    ("fid", "real_fid", "FID in M's features"),
+    ("kid", None, "KID in M's features"),
+    ("diversity", "real_diversity", "diversity within a class"),
+    ("copy_ratio", None, "copy ratio (near 1: no copying)"),
+    ("mode_score_split", "real_mode_score_split", "Mode Score, all test classes"),
+    ("adapt_s", None, "adaptation seconds per task"),
+)
+"""The scores a summary shows: key, its real-image reference, label."""
+
+
+def summary_rows(summary: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """(label, generated "mean ± ci95", real reference) for every score in ``summary``."""
+    rows = []
+    for key, real_key, label in SCORES:
+        if key in summary:
+            real = _mean_ci(summary[real_key]) if real_key in summary else ""
+            rows.append((label, _mean_ci(summary[key]), real))
+    return rows
+
+
+def _mean_ci(entry: dict) -> str:
+    ci = entry.get("ci95")
+    return f"{entry['mean']:.3g}" + (f" ± {ci:.2g}" if ci is not None else "")
+
+
+def markdown_summary(summary: dict[str, dict]) -> list[str]:
+    """The summary as a Markdown table (mean ± 95% confidence half-width over tasks)."""
+    lines = ["| score | generated | real images |", "| --- | --- | --- |"]
+    return lines + [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(summary)]
+
+
+def text_summary(summary: dict[str, dict]) -> list[str]:
+    """The summary as aligned plain-text lines, for the terminal."""
+    rows = [("score", "generated", "real images"), *summary_rows(summary)]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows]
