@@ -58,7 +58,7 @@ class TaskConfig:
 class PretrainConfig:
     """Phase (a): the conditional GAN on all training classes."""
 
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -74,7 +74,7 @@ class MetaConfig:
     inner_steps: int = 10
     inner_lr: float = 2e-3
     inner_optimizer: str = "adam"
-    outer_lr: float = 1e-3
+    outer_lr: float = 1e-4
     second_order: bool = False
 
 
@@ -82,7 +82,7 @@ class MetaConfig:
 class AdaptConfig:
     """Phase (c): NM and CF trained on a new task's support set (eq. 10)."""
 
-    steps: int = 100
+    steps: int = 300
     lr: float = 2e-3
     optimizer: str = "adam"
 
