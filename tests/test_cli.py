@@ -156,3 +156,35 @@ def test_phase_commands_continue_a_run(tiny_run, tmp_path):
         str(tmp_path / "s.png"),
     )
     assert r.returncode == 0 and (tmp_path / "s.png").is_file()
+
+
+def test_evaluate_scores_seeded_tasks_for_either_model(tiny_run, tmp_path):
+    out, _ = tiny_run
+    results = {}
+    for model in ("meta", "pretrain"):
+        dest = tmp_path / model
+        r = mtgan(
+            "evaluate", "--from", str(out), "--tasks", "2", "--ways", "2", "--shots", "2",
+            "--model", model, "--out", str(dest), "--no-progress",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "Mode Score" in r.stdout and (dest / "scores.png").is_file()
+        results[model] = json.loads((dest / "metrics.json").read_text())
+    for metrics in results.values():
+        assert len(metrics["tasks"]) == 2
+        assert {"mode_score", "real_mode_score", "fid", "copy_ratio"} <= set(metrics["summary"])
+    # the same seed gives the same tasks, so the two models are compared on identical tasks
+    assert [t["classes"] for t in results["meta"]["tasks"]] == [
+        t["classes"] for t in results["pretrain"]["tasks"]
+    ]
+
+
+def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
+    from mtgan.checkpoint import atomic_write
+
+    path = tmp_path / "a" / "f.txt"
+    atomic_write(path, "one")
+    atomic_write(path, b"two")
+    assert path.read_text() == "two"
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by group and others (umask 022)
+    assert [p.name for p in path.parent.iterdir()] == ["f.txt"]

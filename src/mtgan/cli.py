@@ -67,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for --images (default RUN/adapted/<name>)")
     p.set_defaults(func=cmd_adapt)
 
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="phase (d): adapt to seeded test tasks and score"
+    )
+    p.add_argument("--from", dest="run", required=True, help="run folder")
+    p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
+    p.add_argument("--ways", type=int, help="N (default task.n_way)")
+    p.add_argument("--shots", type=int, help="K (default task.k_shot)")
+    p.add_argument(
+        "--model",
+        choices=["meta", "pretrain"],
+        default="meta",
+        help="meta: the meta-learned model (default); pretrain: fresh NM and CF on the frozen "
+        "pretrained networks, no meta-learning",
+    )
+    p.add_argument("--out", help="output folder (default RUN/evaluations/<model>-<N>w<K>s-<T>t)")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("sample", parents=[common], help="images from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a model.safetensors")
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
@@ -118,18 +135,23 @@ def _existing_run(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mtgan.pipeline import run_all
-    from mtgan.report import text_summary
 
     run = _new_run(args)
     start = time.perf_counter()
     metrics = run_all(run)
     print(f"run finished in {time.perf_counter() - start:.0f} s: {run.root}")
-    acc = metrics["evaluator"]["heldout_accuracy"]
-    print(f"over {len(metrics['tasks'])} test tasks (evaluator accuracy {acc:.1%}):")
-    for line in text_summary(metrics["summary"]):
-        print("  " + line)
+    _print_summary("", metrics)
     print(f"samples: {run.path('samples')}/task_*.png; report: {run.path('report.md')}")
     return 0
+
+
+def _print_summary(title: str, metrics: dict) -> None:
+    from mtgan.report import text_summary
+
+    acc = metrics["evaluator"]["heldout_accuracy"]
+    print(f"{title}over {len(metrics['tasks'])} test tasks (evaluator accuracy {acc:.1%}):")
+    for line in text_summary(metrics["summary"]):
+        print("  " + line)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -163,6 +185,29 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     adapt_to_folder(run, args.images, out)
     print(f"adapted generator: {out / 'model.safetensors'}; samples: {out / 'samples.png'}")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtgan.checkpoint import load_gan
+    from mtgan.pipeline import run_evaluate
+
+    for name in ("tasks", "ways", "shots"):
+        value = getattr(args, name)
+        args.set += [] if value is None else [f"{_EVAL_KEYS[name]}={value}"]
+    run = _existing_run(args)
+    cfg = run.cfg
+    name = f"{args.model}-{cfg.task.n_way}w{cfg.task.k_shot}s-{cfg.eval.tasks}t"
+    out = Path(args.out) if args.out else run.path("evaluations", name)
+    gan, _ = load_gan(run.path(args.model, "model.safetensors"))
+    if args.model == "pretrain":
+        gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
+    metrics = run_evaluate(run, gan, out)
+    _print_summary(f"{name} ", metrics)
+    print(f"metrics: {out / 'metrics.json'}; plot: {out / 'scores.png'}")
+    return 0
+
+
+_EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -290,6 +290,11 @@ def validate(cfg: Config) -> None:
     for key in NON_NEGATIVE:
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {get(cfg, key)!r}")
+    for key in ("task.q_query", "eval.samples_per_class"):
+        if get(cfg, key) < 2:
+            raise ConfigError(
+                f"{key} must be at least 2 (diversity compares images within a class)"
+            )
     if cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
     if len(cfg.pretrain.betas) != 2 or not all(0 <= b < 1 for b in cfg.pretrain.betas):

@@ -34,6 +34,7 @@ from mtgan.report import (
     markdown_summary,
     save_loss_plot,
     save_png,
+    save_score_plot,
 )
 
 
@@ -122,14 +123,19 @@ def seeded_test_tasks(run: Run) -> list[Task]:
 
 
 def run_adapt(
-    run: Run, gan: ConditionalGAN | None = None, evaluator: Evaluator | None = None
+    run: Run,
+    gan: ConditionalGAN | None = None,
+    evaluator: Evaluator | None = None,
+    out: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Phase (c) on every test task, scored by ``evaluator`` when given (phase d).
 
-    Writes ``tasks/<k>/model.safetensors`` and ``samples/task_<k>.png``.
+    Writes ``tasks/<k>/model.safetensors`` and ``samples/task_<k>.png`` under ``out`` (default:
+    the run folder).
     """
     if gan is None:
         gan, _ = load_gan(run.path("meta", "model.safetensors"))
+    out = run.root if out is None else out
     results = []
     test_classes = run.data()["test"].classes
     for k, task in enumerate(seeded_test_tasks(run)):
@@ -139,14 +145,12 @@ def run_adapt(
         )
         seconds = time.perf_counter() - start
         run.histories.setdefault("adapt", history)
-        save_gan(
-            adapted, run.path("tasks", str(k), "model.safetensors"), task.classes, phase="adapt"
-        )
+        save_gan(adapted, out / "tasks" / str(k) / "model.safetensors", task.classes, phase="adapt")
         rng = torch.Generator().manual_seed(run.cfg.eval.seed + k)
         fake, labels = sample(adapted, run.cfg.eval.samples_per_class, rng, run.device)
         fake, labels = to_uint8(fake.cpu()), labels.cpu()
         grid = class_rows_grid(task.support, task.support_labels, fake, labels)
-        save_png(grid, run.path("samples", f"task_{k}.png"))
+        save_png(grid, out / "samples" / f"task_{k}.png")
         result = {"task": k, "classes": task.classes, "adapt_s": seconds}
         if evaluator is not None:
             result |= score_task(evaluator, test_classes, task, fake, labels)
@@ -154,14 +158,16 @@ def run_adapt(
     return results
 
 
-def run_all(run: Run) -> dict[str, Any]:
-    """All phases in order, then ``metrics.json``, ``losses.png`` and ``report.md``."""
-    gan = run_pretrain(run)
-    gan = run_meta_train(run, gan)
+def run_evaluate(run: Run, gan: ConditionalGAN, out: Path) -> dict[str, Any]:
+    """Phase (d): M for the test classes, then every seeded test task adapted and scored.
+
+    Writes ``metrics.json`` and ``scores.png`` (Mode Score per task against the real ceiling)
+    under ``out``, besides what :func:`run_adapt` writes.
+    """
     start = time.perf_counter()
     evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
     run.timings["evaluator_s"] = time.perf_counter() - start
-    tasks = run_adapt(run, gan, evaluator)
+    tasks = run_adapt(run, gan, evaluator, out)
     metrics = {
         "evaluator": evaluator_info,
         "summary": summarize([{k: v for k, v in t.items() if k != "task"} for t in tasks]),
@@ -169,7 +175,16 @@ def run_all(run: Run) -> dict[str, Any]:
         "timings": run.timings,
         "final_losses": _final_losses(run),
     }
-    atomic_write(run.path("metrics.json"), json.dumps(metrics, indent=2))
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
+    save_score_plot(tasks, run.cfg.task.n_way, out / "scores.png")
+    return metrics
+
+
+def run_all(run: Run) -> dict[str, Any]:
+    """All phases in order, then ``metrics.json``, ``losses.png`` and ``report.md``."""
+    gan = run_pretrain(run)
+    gan = run_meta_train(run, gan)
+    metrics = run_evaluate(run, gan, run.root)
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), _report(run, metrics))
     return metrics

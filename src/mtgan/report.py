@@ -65,13 +65,41 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.PathLike) -> None:
-    """One panel per phase with its losses against the step."""
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def save_score_plot(tasks: list[dict], n_way: int, path: str | os.PathLike) -> None:
+    """Mode Score of every test task beside the same score of its real images (the ceiling)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(tasks) + 2), 3))
+    x = np.arange(len(tasks))
+    ax.bar(x - 0.2, [t.get("mode_score", 0) for t in tasks], 0.4, label="generated")
+    ax.bar(x + 0.2, [t.get("real_mode_score", 0) for t in tasks], 0.4, label="real images")
+    ax.axhline(n_way, color="grey", linestyle=":", linewidth=1, label=f"upper bound N = {n_way}")
+    ax.set_xticks(x, [str(t["task"]) for t in tasks])
+    ax.set_xlabel("test task")
+    ax.set_ylabel("Mode Score (N-way)")
+    ax.legend(fontsize=7, loc="lower right")
+    _save_figure(fig, path)
+
+
+def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.PathLike) -> None:
+    """One panel per phase with its losses against the step."""
+    plt = _plt()
     phases = {k: v for k, v in histories.items() if v}
     fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
     for ax, (phase, history) in zip(axes[0], phases.items(), strict=True):
@@ -80,11 +108,7 @@ def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.
         ax.set_title(phase)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    _save_figure(fig, path)
 
 
 SCORES = (
