@@ -93,7 +93,8 @@ def save_score_plot(tasks: list[dict], n_way: int, path: str | os.PathLike) -> N
     ax.set_xticks(x, [str(t["task"]) for t in tasks])
     ax.set_xlabel("test task")
     ax.set_ylabel("Mode Score (N-way)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, n_way * 1.3)
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     _save_figure(fig, path)
 
 
