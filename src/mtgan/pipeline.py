@@ -234,3 +234,24 @@ def _report(run: Run, metrics: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def adapt_to_folder(run: Run, images: str | Path, out: Path) -> ConditionalGAN:
+    """Phase (c) on a user's own images: ``images/<class>/*`` gives one class per subfolder.
+
+    Writes ``model.safetensors`` (with the class names) and ``samples.png`` under ``out``.
+    """
+    from mtgan.data.folder import load_folder
+
+    cfg = run.cfg
+    ds = load_folder(images, cfg.data.image_size, cfg.data.channels)
+    gan, _ = load_gan(run.path("meta", "model.safetensors"))
+    support = torch.cat([ds.images_of(c) for c in ds.classes])
+    labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
+    adapted, _ = adapt(gan, support, labels, cfg, run.device, seed=cfg.seed, progress=run.progress)
+    save_gan(adapted, out / "model.safetensors", ds.classes, phase="adapt")
+    rng = torch.Generator().manual_seed(cfg.seed)
+    fake, fake_labels = sample(adapted, cfg.eval.samples_per_class, rng, run.device)
+    grid = class_rows_grid(support, labels, to_uint8(fake.cpu()), fake_labels.cpu())
+    save_png(grid, out / "samples.png")
+    return adapted
