@@ -90,7 +90,7 @@ def test_glyphs_are_white_on_black_centred_and_not_blank(default):
     border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
     assert (border.max(axis=1) > 64).mean() < 0.01  # glyphs stay inside the frame
     for image in x[::97]:
-        rows, cols = np.nonzero(image > 64)
+        rows, cols = np.nonzero(image > 0)  # the whole ink box, faint strokes included
         centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
         assert np.allclose(centre, 15.5, atol=3.5)
 

@@ -125,11 +125,12 @@ def find_fonts() -> list[str]:
 
     A file is usable when fontTools reads it, it has outlines and a Unicode cmap, and its name
     matches none of ``EXCLUDED_FONTS``. Of several files with the same PostScript name (the
-    same face installed twice) only the first path is kept. For a collection (``.ttc``) the
-    first face is used.
+    same face installed twice) matplotlib's copy is kept, else the first path. For a collection
+    (``.ttc``) the first face is used.
 
     Returns:
-        Absolute paths, sorted.
+        Absolute paths, ordered by PostScript name (so the same fonts give the same dataset
+        wherever the environment lies).
 
     Example:
         >>> fonts = find_fonts()
@@ -222,14 +223,22 @@ def _system_font_files() -> list[str]:
 
 
 def _usable_fonts(paths: list[str]) -> list[str]:
-    """Sorted absolute paths of the usable fonts, one file per PostScript name."""
-    seen, usable = set(), []
-    for path in sorted({os.path.realpath(p) for p in paths}):
+    """Absolute paths of the usable fonts, one file per PostScript name, ordered by that name.
+
+    Of two copies of a face, matplotlib's wins, so that the dataset does not depend on where
+    the virtual environment lies.
+    """
+    import matplotlib
+
+    mpl = os.path.realpath(matplotlib.get_data_path())
+    by_name: dict[str, str] = {}
+    for path in sorted(
+        {os.path.realpath(p) for p in paths}, key=lambda p: (not p.startswith(mpl), p)
+    ):
         name = _usable_face_name(path)
-        if name is not None and name not in seen:
-            seen.add(name)
-            usable.append(path)
-    return usable
+        if name is not None:
+            by_name.setdefault(name, path)
+    return [by_name[name] for name in sorted(by_name)]
 
 
 def _usable_face_name(path: str) -> str | None:
