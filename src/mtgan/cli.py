@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN/evaluations/<model>-<N>w<K>s-<T>t)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("data", help="list, inspect and download datasets")
+    data = p.add_subparsers(dest="data_command", required=True)
+    d = data.add_parser("list", help="the registered datasets")
+    d.set_defaults(func=cmd_data_list, debug=False)
+    d = data.add_parser("info", help="classes and images of a dataset")
+    d.add_argument("name")
+    d.add_argument("--root", help="folder holding the published files")
+    d.add_argument("--split", help="one of the dataset's own splits")
+    d.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    d.set_defaults(func=cmd_data_info)
+    d = data.add_parser("download", help="download a dataset with public files")
+    d.add_argument("name")
+    d.add_argument("--root", required=True, help="folder to download into")
+    d.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    d.set_defaults(func=cmd_data_download)
+
     p = sub.add_parser("sample", parents=[common], help="images from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a model.safetensors")
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
@@ -208,6 +224,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 _EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from mtgan.data import DATASETS
+
+    for name, info in DATASETS.items():
+        splits = "/".join(theirs for _, theirs in info.splits) or "split by classes"
+        print(f"{name:15s} {info.description} [{splits}]")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from mtgan.data import load
+
+    ds = load(args.name, args.root, args.split)
+    counts = [len(ds.images_of(c)) for c in ds.classes]
+    shape = tuple(ds.images_of(ds.classes[0]).shape[1:])
+    print(
+        f"{args.name}{' ' + args.split if args.split else ''}: {len(ds.classes)} classes, "
+        f"{len(ds)} images of shape {shape}, {min(counts)} to {max(counts)} per class"
+    )
+    print("classes: " + ", ".join(ds.classes[:10]) + (", ..." if len(ds.classes) > 10 else ""))
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from mtgan.data.download import download
+
+    for path in download(args.name, args.root):
+        print(path)
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -22,13 +22,21 @@ from mtgan.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """Which images, at which size, and how the classes split into train/validation/test."""
+    """Which images, at which size, and how the classes split into train/validation/test.
+
+    ``split`` picks one of the dataset's own files (for example ``train`` or ``test`` of the idx
+    and CIFAR datasets) when it is split by classes; ``test_classes`` holds those classes out as
+    the test classes (the rest train); otherwise a dataset without few-shot splits of its own
+    is split by ``split_fractions`` with ``split_seed``.
+    """
 
     name: str = "glyphs"
     root: str | None = None
     image_size: int = 32
     channels: int = 1
     per_class: int = 20
+    split: str | None = None
+    test_classes: list[str] | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     split_seed: int = 0
 
@@ -232,8 +240,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, str):
-        return value
+    if hint is str and isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)  # class names such as MNIST's 7 may come as YAML numbers
     raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
 
 

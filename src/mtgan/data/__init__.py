@@ -1,42 +1,193 @@
-"""Datasets: every loader returns a :class:`ClassDataset`; episodes sample tasks from them."""
+"""Datasets: a registry of loaders that each return a :class:`ClassDataset`, and episodes.
+
+``load(name, root, split)`` reads one of the registered datasets in its published format;
+``load_splits(cfg)`` gives the disjoint train / validation / test classes that a config asks for:
+the dataset's own splits (Omniglot's background and evaluation sets, miniImageNet's and FC100's
+train / validation / test classes), a class hold-out (``data.test_classes``, for example MNIST
+digits), or a seeded split of the classes by ``data.split_fractions``.
+"""
 
 from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
 
 from mtgan.config import DataConfig
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler, Task, split_classes
 from mtgan.errors import DataError
 
-DATASETS = ("glyphs", "folder")
+__all__ = [
+    "DATASETS",
+    "ClassDataset",
+    "EpisodeSampler",
+    "Task",
+    "load",
+    "load_splits",
+    "split_classes",
+]
 
-__all__ = ["ClassDataset", "EpisodeSampler", "Task", "load", "load_splits", "split_classes"]
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: where its loader lives and which splits it publishes.
+
+    ``splits`` maps our split names (``train``, ``validation``, ``test``) to the dataset's own;
+    a dataset without few-shot splits of its own has ``splits`` empty and is split by classes.
+    """
+
+    loader: str
+    description: str
+    files: tuple[str, ...] = ()
+    splits: tuple[tuple[str, str], ...] = ()
+    needs_root: bool = True
+    takes: tuple[str, ...] = ()  # settings the loader itself applies (image_size, ...)
+
+    def split_names(self) -> dict[str, str]:
+        return dict(self.splits)
 
 
-def load(name: str, root: str | None = None, image_size: int = 32, channels: int = 1, **kw):
-    """A dataset by name, conformed to ``image_size`` and ``channels``.
+_OWN = (("train", "train"), ("validation", "validation"), ("test", "test"))
+DATASETS: dict[str, DatasetInfo] = {
+    "glyphs": DatasetInfo(
+        "mtgan.data.glyphs:load_glyphs",
+        "characters rendered from the installed fonts (embedded, no download)",
+        needs_root=False,
+        takes=("image_size", "per_class"),
+    ),
+    "omniglot": DatasetInfo(
+        "mtgan.data.omniglot:load_omniglot",
+        "Omniglot, 1623 handwritten characters of 50 alphabets, 20 drawings each",
+        ("images_background.zip / .npz", "images_evaluation.zip / .npz"),
+        (("train", "background"), ("test", "evaluation")),
+    ),
+    "mnist": DatasetInfo(
+        "mtgan.data.idx:load_mnist", "MNIST digits (idx files)", ("train-images-idx3-ubyte.gz",)
+    ),
+    "fashion-mnist": DatasetInfo(
+        "mtgan.data.idx:load_fashion_mnist",
+        "Fashion-MNIST (idx files; Debian's dataset-fashion-mnist is found by itself)",
+        ("train-images-idx3-ubyte.gz",),
+        needs_root=False,
+    ),
+    "kmnist": DatasetInfo(
+        "mtgan.data.idx:load_kmnist", "Kuzushiji-MNIST (idx files)", ("train-images-idx3-ubyte.gz",)
+    ),
+    "notmnist": DatasetInfo(
+        "mtgan.data.idx:load_notmnist",
+        "notMNIST letters A-J (idx files)",
+        ("train-images-idx3-ubyte.gz",),
+    ),
+    "cifar10": DatasetInfo(
+        "mtgan.data.cifar:load_cifar10", "CIFAR-10 python pickles", ("cifar-10-batches-py/",)
+    ),
+    "cifar10-subset": DatasetInfo(
+        "mtgan.data.cifar:load_cifar10_subset",
+        "the CIFAR-10 subset npz of the shared data (600 images per class)",
+        ("cifar10_subset.npz",),
+    ),
+    "cifar100": DatasetInfo(
+        "mtgan.data.cifar:load_cifar100", "CIFAR-100 python pickles", ("cifar-100-python/",)
+    ),
+    "fc100": DatasetInfo(
+        "mtgan.data.cifar:load_fc100",
+        "Fewshot-CIFAR100, split by superclass (60/20/20 classes)",
+        ("cifar-100-python/ or FC100_{train,val,test}.pickle",),
+        _OWN,
+    ),
+    "cifar-fs": DatasetInfo(
+        "mtgan.data.cifar:load_cifar_fs",
+        "CIFAR-FS (64/16/20 CIFAR-100 classes)",
+        ("cifar-100-python/ or CIFAR_FS_{train,val,test}.pickle",),
+        _OWN,
+    ),
+    "miniimagenet": DatasetInfo(
+        "mtgan.data.miniimagenet:load_miniimagenet",
+        "miniImageNet (64/16/20 classes, 600 images each, 84x84)",
+        ("mini-imagenet-cache-{train,validation,test}.pkl or images/ + {train,val,test}.csv",),
+        _OWN,
+    ),
+    "figr8": DatasetInfo(
+        "mtgan.data.folder:load_folder",
+        "FIGR-8 (root/<class>/*.png)",
+        ("<class>/*.png",),
+        takes=("image_size", "channels"),
+    ),
+    "folder": DatasetInfo(
+        "mtgan.data.folder:load_folder",
+        "any image folder: root/<class>/*.{png,jpg,jpeg}",
+        ("<class>/*.png",),
+        takes=("image_size", "channels"),
+    ),
+}
+
+
+def load(
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    per_class: int = 20,
+) -> ClassDataset:
+    """A registered dataset, optionally conformed to ``image_size`` and ``channels``.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: the folder (or file) holding the published files.
+        split: one of the dataset's own splits (``background``/``evaluation`` for Omniglot,
+            ``train``/``test`` for the idx and CIFAR files, ``train``/``validation``/``test``
+            for miniImageNet, FC100 and CIFAR-FS); None for its default.
+        image_size, channels: resize and convert every image when given.
+        per_class: images per class of the glyph dataset.
 
     Example:
-        >>> ds = load("glyphs", image_size=32)  # doctest: +SKIP
+        >>> ds = load("mnist", root="../shared/data/mnist", split="test")  # doctest: +SKIP
+        >>> ds.classes[:3], len(ds)  # doctest: +SKIP
+        (['0', '1', '2'], 10000)
     """
-    if name == "glyphs":
-        from mtgan.data.glyphs import load_glyphs
-
-        ds = load_glyphs(image_size=image_size, per_class=kw.get("per_class", 20))
-    elif name == "folder":
-        from mtgan.data.folder import load_folder
-
-        if root is None:
-            raise DataError("dataset 'folder' needs data.root: a folder of class subfolders")
-        ds = load_folder(root, image_size, channels)
-    else:
+    info = DATASETS.get(name)
+    if info is None:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return ds.conformed(image_size, channels)
+    if info.needs_root and root is None:
+        raise DataError(f"dataset {name!r} needs data.root (--set data.root=DIR): {info.files}")
+    settings = {"image_size": image_size or 32, "channels": channels or 1, "per_class": per_class}
+    kwargs = {k: settings[k] for k in info.takes}
+    if split is not None:
+        kwargs["split"] = split
+    module, function = info.loader.split(":")
+    loader = getattr(importlib.import_module(module), function)
+    ds = loader(**kwargs) if root is None else loader(root, **kwargs)
+    if image_size is not None:
+        ds = ds.conformed(image_size, channels or ds.images_of(ds.classes[0]).shape[1])
+    return ds
 
 
 def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
-    """The train, validation and test classes of the configured dataset (disjoint)."""
-    ds = load(cfg.name, cfg.root, cfg.image_size, cfg.channels, per_class=cfg.per_class)
+    """The disjoint train, validation and test classes that ``cfg`` asks for.
+
+    - ``cfg.test_classes`` set: those classes (of the split ``cfg.split``) are the test
+      classes and the rest train (no validation classes);
+    - else a dataset with splits of its own uses them;
+    - else the classes are shuffled with ``cfg.split_seed`` and cut by ``cfg.split_fractions``.
+    """
+
+    def read(split: str | None) -> ClassDataset:
+        return load(cfg.name, cfg.root, split, cfg.image_size, cfg.channels, cfg.per_class)
+
+    own = DATASETS[cfg.name].split_names() if cfg.name in DATASETS else {}
+    if cfg.test_classes:
+        ds = read(cfg.split)
+        missing = [c for c in cfg.test_classes if c not in ds.classes]
+        if missing:
+            raise DataError(
+                f"data.test_classes {missing} are not classes of {cfg.name}: {ds.classes[:12]}"
+            )
+        train = [c for c in ds.classes if c not in cfg.test_classes]
+        return {"train": ds.subset(train), "test": ds.subset(cfg.test_classes)}
+    if own:
+        return {ours: read(theirs) for ours, theirs in own.items()}
+    ds = read(cfg.split)
     parts = split_classes(ds.classes, cfg.split_fractions, cfg.split_seed)
-    return {
-        name: ds.subset(p) for name, p in zip(("train", "validation", "test"), parts, strict=True)
-    }
+    return {k: ds.subset(p) for k, p in zip(("train", "validation", "test"), parts, strict=True)}

@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def load_folder(
-    root: str | os.PathLike, image_size: int, channels: int, name: str = "folder"
+    root: str | os.PathLike, image_size: int = 32, channels: int = 1, name: str = "folder"
 ) -> ClassDataset:
     """Every subfolder of ``root`` is a class; its images are resized to ``image_size``.
 
