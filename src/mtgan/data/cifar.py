@@ -158,12 +158,14 @@ def load_cifar_fs(root: str | os.PathLike, split: str = "train") -> ClassDataset
     return _group("cifar_fs", images[mask], fine[mask], fine_names)
 
 
-def load_cifar10_subset(root: str | os.PathLike) -> ClassDataset:
+def load_cifar10_subset(root: str | os.PathLike, split: str = "train") -> ClassDataset:
     """A CIFAR-10 subset stored as ``cifar10_subset.npz``.
 
     Args:
         root: the npz file or the folder holding ``cifar10_subset.npz``.
+        split: only ``train``: the subset is drawn from CIFAR-10's training set.
     """
+    _check_split(split, ("train",))
     root = Path(root)
     path = require_file(root / "cifar10_subset.npz" if root.is_dir() else root)
     try:
