@@ -119,20 +119,7 @@ def load_fc100(root: str | os.PathLike, split: str = "train") -> ClassDataset:
             CIFAR-100 python folder.
         split: ``"train"``, ``"validation"`` (or ``"val"``) or ``"test"``.
     """
-    short = _FEW_SHOT_SPLITS[_check_split(split, _FEW_SHOT_SPLITS)]
-    pickled = _find_split_pickle(root, ("FC100",), f"FC100_{short}.pickle")
-    if pickled is not None:
-        return _load_split_pickle("fc100", pickled)
-    folder = _find_folder(root, "cifar-100-python", "meta", also=f"FC100_{short}.pickle")
-    images, fine, coarse = _cifar100_all(folder)
-    fine_names = _names(folder / "meta", "fine_label_names")
-    coarse_names = _names(folder / "meta", "coarse_label_names")
-    wanted = FC100_SUPERCLASSES[_long_split(short)]
-    missing = sorted(set(wanted) - set(coarse_names))
-    if missing:
-        raise DataError(f"{folder / 'meta'} lacks CIFAR-100 superclasses {missing}")
-    mask = np.isin(coarse, [coarse_names.index(s) for s in wanted])
-    return _group("fc100", images[mask], fine[mask], fine_names)
+    return _few_shot_cifar100("fc100", root, split, "FC100", ("FC100",), _superclass_mask)
 
 
 def load_cifar_fs(root: str | os.PathLike, split: str = "train") -> ClassDataset:
@@ -143,19 +130,41 @@ def load_cifar_fs(root: str | os.PathLike, split: str = "train") -> ClassDataset
             the CIFAR-100 python folder.
         split: ``"train"``, ``"validation"`` (or ``"val"``) or ``"test"``.
     """
+    folders = ("CIFAR-FS", "CIFAR_FS")
+    return _few_shot_cifar100("cifar_fs", root, split, "CIFAR_FS", folders, _fine_class_mask)
+
+
+def _few_shot_cifar100(name, root, split, prefix, folders, select) -> ClassDataset:
+    """A few-shot split of CIFAR-100: its ``<prefix>_<split>.pickle`` when present, else the
+    images of the CIFAR-100 python folder (train and test merged) that ``select`` keeps."""
     short = _FEW_SHOT_SPLITS[_check_split(split, _FEW_SHOT_SPLITS)]
-    pickled = _find_split_pickle(root, ("CIFAR-FS", "CIFAR_FS"), f"CIFAR_FS_{short}.pickle")
+    pickled = _find_split_pickle(root, folders, f"{prefix}_{short}.pickle")
     if pickled is not None:
-        return _load_split_pickle("cifar_fs", pickled)
-    folder = _find_folder(root, "cifar-100-python", "meta", also=f"CIFAR_FS_{short}.pickle")
-    images, fine, _ = _cifar100_all(folder)
-    fine_names = _names(folder / "meta", "fine_label_names")
-    wanted = CIFAR_FS_CLASSES[_long_split(short)]
+        return _load_split_pickle(name, pickled)
+    folder = _find_folder(root, "cifar-100-python", "meta", also=f"{prefix}_{short}.pickle")
+    images, fine, coarse = _cifar100_all(folder)
+    mask = select(folder / "meta", fine, coarse, _long_split(short))
+    return _group(name, images[mask], fine[mask], _names(folder / "meta", "fine_label_names"))
+
+
+def _superclass_mask(meta: Path, fine: np.ndarray, coarse: np.ndarray, split: str) -> np.ndarray:
+    """FC100: the images whose superclass belongs to ``split``."""
+    coarse_names = _names(meta, "coarse_label_names")
+    wanted = FC100_SUPERCLASSES[split]
+    missing = sorted(set(wanted) - set(coarse_names))
+    if missing:
+        raise DataError(f"{meta} lacks CIFAR-100 superclasses {missing}")
+    return np.isin(coarse, [coarse_names.index(s) for s in wanted])
+
+
+def _fine_class_mask(meta: Path, fine: np.ndarray, coarse: np.ndarray, split: str) -> np.ndarray:
+    """CIFAR-FS: the images whose fine class belongs to ``split``."""
+    fine_names = _names(meta, "fine_label_names")
+    wanted = CIFAR_FS_CLASSES[split]
     missing = sorted(set(wanted) - set(fine_names))
     if missing:
-        raise DataError(f"{folder / 'meta'} lacks CIFAR-100 classes {missing}; is it CIFAR-100?")
-    mask = np.isin(fine, [fine_names.index(c) for c in wanted])
-    return _group("cifar_fs", images[mask], fine[mask], fine_names)
+        raise DataError(f"{meta} lacks CIFAR-100 classes {missing}; is it CIFAR-100?")
+    return np.isin(fine, [fine_names.index(c) for c in wanted])
 
 
 def load_cifar10_subset(root: str | os.PathLike, split: str = "train") -> ClassDataset:
