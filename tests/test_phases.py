@@ -172,3 +172,16 @@ def test_pretraining_is_deterministic_for_a_seed(tiny_cfg, toy_dataset):
         pretrain(gan, toy_dataset, tiny_cfg, CPU)
         states.append(_state(gan))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tiny_cfg, toy_dataset):
+    gan, _ = pretrained
+    fresh = copy.deepcopy(gan)
+    fresh.reset_heads(tiny_cfg.task.n_way, tiny_cfg.model.head_init)
+    tiny_cfg.meta.head_update = "reset"
+    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    after, start = _state(gan), _state(fresh)
+    for k in after:
+        if k.startswith(("generator.nm", "discriminator.cf")):
+            assert torch.equal(after[k], start[k]), k
+    assert any(not torch.equal(after[k], start[k]) for k in after if is_ss_parameter(k))

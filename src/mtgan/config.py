@@ -75,7 +75,12 @@ class PretrainConfig:
 
 @dataclass
 class MetaConfig:
-    """Phase (b): inner NM/CF steps on support sets (eq. 10), SS steps on query sets (eq. 11)."""
+    """Phase (b): inner NM/CF steps on support sets (eq. 10), SS steps on query sets (eq. 11).
+
+    ``head_update``: ``average`` sets NM and CF to the mean of the task-adapted ones (eq. 12);
+    ``reset`` returns them to their initial values after every outer step, so that only SS is
+    meta-learned and adaptation starts from the heads derived from the pretrained ones.
+    """
 
     steps: int = 150
     meta_batch: int = 4
@@ -84,6 +89,7 @@ class MetaConfig:
     inner_optimizer: str = "adam"
     outer_lr: float = 1e-4
     second_order: bool = False
+    head_update: str = "average"
 
 
 @dataclass
@@ -251,6 +257,7 @@ CHOICES = {
     "model.head_init": ("pretrained", "random"),
     "model.objective": ("eq6", "eq5"),
     "meta.inner_optimizer": ("adam", "sgd"),
+    "meta.head_update": ("average", "reset"),
     "adapt.optimizer": ("adam", "sgd"),
     "device": ("auto", "cpu", "cuda"),
 }

@@ -24,7 +24,8 @@ def meta_train(
     ``gan`` is the pretrained network; its NM and CF are replaced by N-way ones first. Each
     outer step samples ``meta.meta_batch`` tasks, adapts NM and CF to every support set
     (eq. 10), steps SS on the query sets (eq. 11) and sets NM and CF to the mean of the adapted
-    ones (eq. 12). IC and FE are not changed.
+    ones (eq. 12; with ``meta.head_update=reset`` they return to their initial values instead).
+    IC and FE are not changed.
 
     Returns:
         The mean query losses, one dict per outer step.
@@ -37,11 +38,14 @@ def meta_train(
     outer = {
         side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
     }
+    initial_heads = _heads(gan) if m.head_update == "reset" else None
     history = []
     with progress_bar(m.steps, "meta-train", progress) as bar:
         for _ in range(m.steps):
             tasks = [sampler.sample() for _ in range(m.meta_batch)]
             losses = meta_step(gan, tasks, cfg, outer, rng, device)
+            if initial_heads is not None:
+                average_heads(gan, [initial_heads])  # meta.head_update=reset
             history.append(losses)
             bar.set_postfix(losses, refresh=False)
             bar.update()
@@ -108,6 +112,11 @@ def task_meta_gradient(
     }
     adapted = {n: params[n].detach() for n in heads}
     return adapted, grads, {"query_loss_d": loss_d.item(), "query_loss_g": loss_g.item()}
+
+
+def _heads(gan: ConditionalGAN) -> Params:
+    own = dict(gan.named_parameters())
+    return {n: own[n].detach().clone() for n in gan.names("nm") + gan.names("cf")}
 
 
 @torch.no_grad()
