@@ -86,19 +86,6 @@ class Update:
         # The clamp keeps the second-order gradient finite where a gradient entry is exactly 0.
         return m_hat / (v_hat.clamp_min(1e-30).sqrt() + self.eps)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The moments and step count, for checkpoints."""
-        state = {"t": torch.tensor(self.t)}
-        for name, (m, v) in self.moments.items():
-            state[f"{name}.m"], state[f"{name}.v"] = m, v
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.t = int(state["t"])
-        self.moments = {
-            n: (state[f"{n}.m"], state[f"{n}.v"]) for n in self.names if f"{n}.m" in state
-        }
-
 
 def _sub(params: Params, prefix: str) -> Params:
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
