@@ -119,7 +119,7 @@ def load_fc100(root: str | os.PathLike, split: str = "train") -> ClassDataset:
             CIFAR-100 python folder.
         split: ``"train"``, ``"validation"`` (or ``"val"``) or ``"test"``.
     """
-    return _few_shot_cifar100("fc100", root, split, "FC100", ("FC100",), _superclass_mask)
+    return _few_shot_cifar100("fc100", root, split, "FC100", ("FC100",), "coarse")
 
 
 def load_cifar_fs(root: str | os.PathLike, split: str = "train") -> ClassDataset:
@@ -131,40 +131,32 @@ def load_cifar_fs(root: str | os.PathLike, split: str = "train") -> ClassDataset
         split: ``"train"``, ``"validation"`` (or ``"val"``) or ``"test"``.
     """
     folders = ("CIFAR-FS", "CIFAR_FS")
-    return _few_shot_cifar100("cifar_fs", root, split, "CIFAR_FS", folders, _fine_class_mask)
+    return _few_shot_cifar100("cifar_fs", root, split, "CIFAR_FS", folders, "fine")
 
 
-def _few_shot_cifar100(name, root, split, prefix, folders, select) -> ClassDataset:
+_SPLIT_BY = {"coarse": FC100_SUPERCLASSES, "fine": CIFAR_FS_CLASSES}
+
+
+def _few_shot_cifar100(name, root, split, prefix, folders, level: str) -> ClassDataset:
     """A few-shot split of CIFAR-100: its ``<prefix>_<split>.pickle`` when present, else the
-    images of the CIFAR-100 python folder (train and test merged) that ``select`` keeps."""
+    images of the CIFAR-100 python folder (train and test merged) whose ``level`` (``coarse``:
+    superclass, ``fine``: class) label belongs to the split."""
     short = _FEW_SHOT_SPLITS[_check_split(split, _FEW_SHOT_SPLITS)]
     pickled = _find_split_pickle(root, folders, f"{prefix}_{short}.pickle")
     if pickled is not None:
         return _load_split_pickle(name, pickled)
     folder = _find_folder(root, "cifar-100-python", "meta", also=f"{prefix}_{short}.pickle")
     images, fine, coarse = _cifar100_all(folder)
-    mask = select(folder / "meta", fine, coarse, _long_split(short))
-    return _group(name, images[mask], fine[mask], _names(folder / "meta", "fine_label_names"))
-
-
-def _superclass_mask(meta: Path, fine: np.ndarray, coarse: np.ndarray, split: str) -> np.ndarray:
-    """FC100: the images whose superclass belongs to ``split``."""
-    coarse_names = _names(meta, "coarse_label_names")
-    wanted = FC100_SUPERCLASSES[split]
-    missing = sorted(set(wanted) - set(coarse_names))
-    if missing:
-        raise DataError(f"{meta} lacks CIFAR-100 superclasses {missing}")
-    return np.isin(coarse, [coarse_names.index(s) for s in wanted])
-
-
-def _fine_class_mask(meta: Path, fine: np.ndarray, coarse: np.ndarray, split: str) -> np.ndarray:
-    """CIFAR-FS: the images whose fine class belongs to ``split``."""
+    meta = folder / "meta"
     fine_names = _names(meta, "fine_label_names")
-    wanted = CIFAR_FS_CLASSES[split]
-    missing = sorted(set(wanted) - set(fine_names))
+    names = fine_names if level == "fine" else _names(meta, "coarse_label_names")
+    wanted = _SPLIT_BY[level][_long_split(short)]
+    missing = sorted(set(wanted) - set(names))
     if missing:
-        raise DataError(f"{meta} lacks CIFAR-100 classes {missing}; is it CIFAR-100?")
-    return np.isin(fine, [fine_names.index(c) for c in wanted])
+        what = "classes" if level == "fine" else "superclasses"
+        raise DataError(f"{meta} lacks CIFAR-100 {what} {missing}; is it CIFAR-100?")
+    mask = np.isin(fine if level == "fine" else coarse, [names.index(w) for w in wanted])
+    return _group(name, images[mask], fine[mask], fine_names)
 
 
 def load_cifar10_subset(root: str | os.PathLike, split: str = "train") -> ClassDataset:
