@@ -17,7 +17,9 @@ from mtgan.metrics.diversity import copy_ratio, nearest_distance, pairwise_diver
 from mtgan.metrics.evaluator import (
     Evaluator,
     extract_features,
+    features_and_logits,
     predict_probs,
+    probs_from_logits,
     to_model_input,
     train_evaluator,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "class_fidelity",
     "copy_ratio",
     "extract_features",
+    "features_and_logits",
     "frechet_distance",
     "inception_score",
     "kernel_inception_distance",
@@ -45,6 +48,7 @@ __all__ = [
     "nearest_distance",
     "pairwise_diversity",
     "predict_probs",
+    "probs_from_logits",
     "student_t_quantile",
     "to_model_input",
     "train_evaluator",

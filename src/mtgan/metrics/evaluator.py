@@ -209,7 +209,16 @@ def predict_probs(
         >>> tuple(probs.shape)
         (3, 2)
     """
-    logits = _batched(model, model.forward, images, batch_size)
+    return probs_from_logits(_batched(model, model.forward, images, batch_size), class_subset)
+
+
+def probs_from_logits(logits: Tensor, class_subset: Sequence[int] | None = None) -> Tensor:
+    """Softmax of M's logits, over all classes or over the logits of ``class_subset`` only.
+
+    Example:
+        >>> tuple(probs_from_logits(torch.zeros(2, 5), [4, 1]).shape)
+        (2, 2)
+    """
     if class_subset is not None:
         subset = torch.as_tensor(list(class_subset), dtype=torch.long)
         if subset.numel() == 0 or subset.unique().numel() != subset.numel():
@@ -218,6 +227,19 @@ def predict_probs(
             raise ValueError(f"class_subset must lie in [0, {logits.shape[1]}): {subset.tolist()}")
         logits = logits[:, subset]
     return logits.softmax(1)
+
+
+def features_and_logits(
+    model: Evaluator, images: Tensor, batch_size: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Penultimate features and class logits from one forward pass (CPU float32 tensors)."""
+    both = _batched(model, lambda x: _features_and_logits(model, x), images, batch_size)
+    return both[:, :FEATURE_DIM], both[:, FEATURE_DIM:]
+
+
+def _features_and_logits(model: Evaluator, x: Tensor) -> Tensor:
+    features = model.features(x)
+    return torch.cat([features, model.head(features)], dim=1)
 
 
 def extract_features(model: Evaluator, images: Tensor, batch_size: int = 256) -> Tensor:

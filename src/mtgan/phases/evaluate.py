@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
 from mtgan.cache import cache_dir
@@ -38,13 +37,14 @@ from mtgan.metrics import (
     class_fidelity,
     copy_ratio,
     extract_features,
+    features_and_logits,
     frechet_distance,
     inception_score,
     kernel_inception_distance,
     mean_confidence_interval,
     mode_score,
     pairwise_diversity,
-    predict_probs,
+    probs_from_logits,
     train_evaluator,
 )
 from mtgan.metrics.evaluator import stem_stride_for
@@ -97,7 +97,7 @@ def _load_evaluator(model: Evaluator, path: Path) -> dict[str, Any] | None:
     try:
         with safe_open(str(path), "pt") as f:
             info = json.loads(f.metadata()["info"])
-        model.load_state_dict(load_file(str(path)))
+            model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError):
         return None
     return info
@@ -114,11 +114,11 @@ def score_task(
     index = {c: i for i, c in enumerate(split_classes)}
     subset = [index[c] for c in task.classes]
     real, real_labels = task.query, task.query_labels
-    gen_n, real_n = (predict_probs(evaluator, x, subset) for x in (generated, real))
-    gen_all, real_all = (predict_probs(evaluator, x) for x in (generated, real))
-    gen_f, real_f, support_f = (
-        extract_features(evaluator, x) for x in (generated, real, task.support)
-    )
+    gen_f, gen_logits = features_and_logits(evaluator, generated)
+    real_f, real_logits = features_and_logits(evaluator, real)
+    support_f = extract_features(evaluator, task.support)
+    gen_n, real_n = (probs_from_logits(x, subset) for x in (gen_logits, real_logits))
+    gen_all, real_all = (probs_from_logits(x) for x in (gen_logits, real_logits))
     slot_to_class = torch.tensor(subset)
     scores = {
         "mode_score": mode_score(gen_n, real_n),
