@@ -146,11 +146,10 @@ def run_adapt(
         seconds = time.perf_counter() - start
         run.histories.setdefault("adapt", history)
         save_gan(adapted, out / "tasks" / str(k) / "model.safetensors", task.classes, phase="adapt")
-        rng = torch.Generator().manual_seed(run.cfg.eval.seed + k)
-        fake, labels = sample(adapted, run.cfg.eval.samples_per_class, rng, run.device)
-        fake, labels = to_uint8(fake.cpu()), labels.cpu()
-        grid = class_rows_grid(task.support, task.support_labels, fake, labels)
-        save_png(grid, out / "samples" / f"task_{k}.png")
+        fake, labels = _sample_grid(
+            run, adapted, task.support, task.support_labels, run.cfg.eval.seed + k,
+            out / "samples" / f"task_{k}.png",
+        )  # fmt: skip
         result = {"task": k, "classes": task.classes, "adapt_s": seconds}
         if evaluator is not None:
             result |= score_task(evaluator, test_classes, task, fake, labels)
@@ -250,8 +249,21 @@ def adapt_to_folder(run: Run, images: str | Path, out: Path) -> ConditionalGAN:
     labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
     adapted, _ = adapt(gan, support, labels, cfg, run.device, seed=cfg.seed, progress=run.progress)
     save_gan(adapted, out / "model.safetensors", ds.classes, phase="adapt")
-    rng = torch.Generator().manual_seed(cfg.seed)
-    fake, fake_labels = sample(adapted, cfg.eval.samples_per_class, rng, run.device)
-    grid = class_rows_grid(support, labels, to_uint8(fake.cpu()), fake_labels.cpu())
-    save_png(grid, out / "samples.png")
+    _sample_grid(run, adapted, support, labels, cfg.seed, out / "samples.png")
     return adapted
+
+
+def _sample_grid(
+    run: Run,
+    gan: ConditionalGAN,
+    support: torch.Tensor,
+    support_labels: torch.Tensor,
+    seed: int,
+    path: Path,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded samples of every class (uint8, with their slots), saved beside the support."""
+    rng = torch.Generator().manual_seed(seed)
+    fake, labels = sample(gan, run.cfg.eval.samples_per_class, rng, run.device)
+    fake, labels = to_uint8(fake.cpu()), labels.cpu()
+    save_png(class_rows_grid(support, support_labels, fake, labels), path)
+    return fake, labels

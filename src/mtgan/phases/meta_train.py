@@ -93,9 +93,7 @@ def task_meta_gradient(
     """
     m, objective = cfg.meta, cfg.model.objective
     base = dict(gan.named_parameters())
-    heads = {
-        n: base[n].detach().clone().requires_grad_() for n in gan.names("nm") + gan.names("cf")
-    }
+    heads = {n: t.requires_grad_() for n, t in _heads(gan).items()}
     params = {**base, **heads}
     inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
     inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
@@ -115,6 +113,7 @@ def task_meta_gradient(
 
 
 def _heads(gan: ConditionalGAN) -> Params:
+    """Detached copies of NM's and CF's parameters."""
     own = dict(gan.named_parameters())
     return {n: own[n].detach().clone() for n in gan.names("nm") + gan.names("cf")}
 
