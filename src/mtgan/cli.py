@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return args.func(args) or 0
     except MtganError as exc:
@@ -83,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default RUN/evaluations/<model>-<N>w<K>s-<T>t)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "benchmark", parents=[common], help="methods and baselines on the same seeded test tasks"
+    )
+    p.add_argument(
+        "--methods",
+        default="mtgan,figr,finetune,frozen,scratch",
+        help="comma-separated: mtgan, frozen, finetune, scratch, figr and the ablations "
+        "mtgan-layer, mtgan-kernel, mtgan-eq5, mtgan-second-order, mtgan-eq12 (default: the "
+        "method and the four baselines)",
+    )
+    p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
+    p.add_argument("--budget", type=float, help="training seconds for every method")
+    p.add_argument(
+        "--out", help="results path stem (default results/<config name>): writes .json, .csv, .md"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("data", help="list, inspect and download datasets")
     data = p.add_subparsers(dest="data_command", required=True)
@@ -224,6 +244,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 _EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from mtgan.benchmark import parse_methods, run_benchmark
+    from mtgan.pipeline import Run
+    from mtgan.report import mean_ci_text
+
+    methods = parse_methods(args.methods)
+    if args.budget is not None and args.budget <= 0:
+        raise MtganError(f"--budget must be a positive number of seconds, got {args.budget}")
+    args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
+    cfg = _config(args)
+    name = Path(args.config).stem if args.config else cfg.data.name
+    out = Path(args.out) if args.out else Path("results") / name
+    if out.with_suffix(".json").exists() and not args.overwrite:
+        raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
+    run = Run(out.parent, cfg, progress=not args.no_progress)
+    command = "mtgan " + shlex.join(args.argv)
+    report = run_benchmark(run, methods, out, command, args.budget)
+    for method, result in report["methods"].items():
+        ms, fid = result["summary"]["mode_score"], result["summary"]["fid"]
+        print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}")
+    print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
+    return 0
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:

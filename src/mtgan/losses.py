@@ -10,14 +10,22 @@ D's logits have N + 1 entries: the N classes and "fake" (the last). With
 - eq. 5 (generator, the weaker option): ``L_G = -mean_F log(1 - D_{N+1}(G(z, y)))``.
 
 Means over the batch replace the paper's sums, which only rescales the learning rate.
+
+The FIGR baseline trains a Wasserstein GAN with gradient penalty (Gulrajani et al. 2017) on the
+same networks: with one class, its critic is D's log-odds of "real" against "fake" (a linear
+function of FE's features, like a one-output critic head).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-GENERATOR_OBJECTIVES = ("eq6", "eq5")
+GENERATOR_OBJECTIVES = ("eq6", "eq5", "wgan-gp")
+GRADIENT_PENALTY_WEIGHT = 10.0
+"""lambda of WGAN-GP, as in Gulrajani et al. and FIGR."""
 
 
 def discriminator_loss(
@@ -40,6 +48,40 @@ def generator_loss(
         # log(1 - D_{N+1}) = log sum_{k <= N} softmax_k = logsumexp(real logits) - logsumexp(all)
         not_fake = torch.logsumexp(fake_logits[:, :-1], 1) - torch.logsumexp(fake_logits, 1)
         return -not_fake.mean()
+    if objective == "wgan-gp":
+        return -critic(fake_logits).mean()
     raise ValueError(
         f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}"
     )
+
+
+def critic(logits: torch.Tensor) -> torch.Tensor:
+    """The WGAN critic's value: log (1 - D_{N+1}(x)) - log D_{N+1}(x), from D's logits."""
+    return torch.logsumexp(logits[:, :-1], 1) - logits[:, -1]
+
+
+def wasserstein_critic_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, penalty: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP's critic loss: E critic(fake) - E critic(real) + lambda * penalty."""
+    return (
+        critic(fake_logits).mean() - critic(real_logits).mean() + GRADIENT_PENALTY_WEIGHT * penalty
+    )
+
+
+def gradient_penalty(
+    critic_of: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    mix: torch.Tensor,
+) -> torch.Tensor:
+    """E (||grad_x critic(x)|| - 1)^2 at x = mix * real + (1 - mix) * fake, per image.
+
+    ``mix`` holds one number in [0, 1] per image; the graph is kept so that the penalty trains D.
+    """
+    m = mix.view(-1, *[1] * (real.ndim - 1))
+    x = m * real + (1 - m) * fake
+    if not x.requires_grad:
+        x.requires_grad_()
+    (grad,) = torch.autograd.grad(critic_of(x).sum(), x, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()

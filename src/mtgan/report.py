@@ -98,6 +98,40 @@ def save_score_plot(tasks: list[dict], n_way: int, path: str | os.PathLike) -> N
     _save_figure(fig, path)
 
 
+def method_bars(methods: dict[str, dict], path: str | os.PathLike) -> None:
+    """Mode Score and FID of every method (mean and 95% CI), with the real images' values."""
+    plt = _plt()
+    names = list(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.2 * len(names) + 2), 3.2))
+    for ax, (key, real_key, label) in zip(axes, (SCORES[0], SCORES[3]), strict=True):
+        entries = [methods[m]["summary"][key] for m in names]
+        errors = [e["ci95"] or 0 for e in entries]
+        ax.bar(names, [e["mean"] for e in entries], yerr=errors, capsize=3, color="tab:blue")
+        real = methods[names[0]]["summary"][real_key]["mean"]
+        ax.axhline(real, color="tab:green", linestyle="--", linewidth=1, label="real images")
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
+def side_by_side(grids: dict[str, Image.Image], gap: int = 8) -> Image.Image:
+    """Labelled images in one row, each under its name (the methods' grids of one task)."""
+    from PIL import ImageDraw
+
+    header = 14
+    mode = "L" if all(g.mode == "L" for g in grids.values()) else "RGB"
+    width = sum(g.width for g in grids.values()) + gap * (len(grids) - 1)
+    height = header + max(g.height for g in grids.values())
+    canvas = Image.new(mode, (width, height), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for name, grid in grids.items():
+        draw.text((x + 2, 1), name, fill="black")
+        canvas.paste(grid.convert(mode), (x, header))
+        x += grid.width + gap
+    return canvas
+
+
 def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.PathLike) -> None:
     """One panel per phase with its losses against the step."""
     plt = _plt()
@@ -131,12 +165,15 @@ def summary_rows(summary: dict[str, dict]) -> list[tuple[str, str, str]]:
     rows = []
     for key, real_key, label in SCORES:
         if key in summary:
-            real = _mean_ci(summary[real_key]) if real_key in summary else ""
-            rows.append((label, _mean_ci(summary[key]), real))
+            real = mean_ci_text(summary[real_key]) if real_key in summary else ""
+            rows.append((label, mean_ci_text(summary[key]), real))
     return rows
 
 
-def _mean_ci(entry: dict) -> str:
+def mean_ci_text(entry: dict | None) -> str:
+    """``"mean ± ci95"`` of a summary entry (empty for a missing one)."""
+    if not entry:
+        return ""
     ci = entry.get("ci95")
     return f"{entry['mean']:.3g}" + (f" ± {ci:.2g}" if ci is not None else "")
 

@@ -11,6 +11,9 @@ from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.common import noise, progress_bar, to_device
 from mtgan.phases.step import Update, gan_step, trainable_params
 
+_TRAINED = {"heads": ("cf", "nm"), "all": ("d", "g")}
+"""The parameter groups of D and of G that adaptation trains."""
+
 
 def adapt(
     meta_gan: ConditionalGAN,
@@ -20,6 +23,7 @@ def adapt(
     device: torch.device,
     seed: int = 0,
     progress: bool = False,
+    weights: str = "heads",
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
     """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
 
@@ -29,6 +33,8 @@ def adapt(
         labels: their slots 0..N-1. When N differs from the meta-learned NM/CF, new heads
             start from the mean of the meta-learned class columns (see ``reset_heads``).
         seed: seeds the noise.
+        weights: ``heads`` (NM and CF, phase c) or ``all`` (every weight but SS: the
+            fine-tuning baseline). IC's BatchNorm keeps its recorded statistics either way.
 
     Returns:
         The adapted model and the losses of every step.
@@ -39,9 +45,10 @@ def adapt(
     if n_way != gan.n_classes:
         gan.reset_heads(n_way, "pretrained")
     gan.freeze_backbone()
-    params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
-    update_d = Update(gan.names("cf"), a.lr, a.optimizer)
-    update_g = Update(gan.names("nm"), a.lr, a.optimizer)
+    d_side, g_side = _TRAINED[weights]
+    params = trainable_params(gan, gan.names(d_side) + gan.names(g_side))
+    update_d = Update(gan.names(d_side), a.lr, a.optimizer)
+    update_g = Update(gan.names(g_side), a.lr, a.optimizer)
     rng = torch.Generator().manual_seed(seed)
     real, labels = to_device(support, device), labels.to(device)
     history = []

@@ -23,7 +23,13 @@ from collections.abc import Sequence
 import torch
 from torch.func import functional_call
 
-from mtgan.losses import discriminator_loss, generator_loss
+from mtgan.losses import (
+    critic,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    wasserstein_critic_loss,
+)
 from mtgan.nn.gan import ConditionalGAN
 
 Params = dict[str, torch.Tensor]
@@ -111,7 +117,7 @@ def gan_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything."""
     fake = generate(gan, params, z, labels)
-    loss_d = _discriminator_loss(gan, params, real, labels, fake)
+    loss_d = _discriminator_loss(gan, params, real, labels, fake, objective)
     loss_g = generator_loss(discriminate(gan, params, fake), labels, objective)
     return loss_d, loss_g
 
@@ -125,6 +131,7 @@ def gan_step(
     update_d: Update,
     update_g: Update,
     objective: str = "eq6",
+    mix: torch.Tensor | None = None,
 ) -> tuple[Params, dict[str, float]]:
     """One alternating step: D descends L_D (eq. 4), then G descends L_G (eq. 6) against it.
 
@@ -134,24 +141,32 @@ def gan_step(
         real, labels: a batch of real images in [-1, 1] and their class slots.
         z: noise, one row per real image; image i is generated for class ``labels[i]``.
         update_d, update_g: which parameters each player changes, and how.
-        objective: ``eq6`` or ``eq5`` for L_G.
+        objective: ``eq6`` or ``eq5`` for L_G; ``wgan-gp`` replaces both losses by WGAN-GP's
+            (the FIGR baseline), its interpolation weights drawn from ``mix``'s uniform numbers
+            (one per image; the global generator when None).
 
     Returns:
         The parameters after the step and the two losses before it.
     """
     fake = generate(gan, params, z, labels)
-    loss_d = _discriminator_loss(gan, params, real, labels, fake)
+    loss_d = _discriminator_loss(gan, params, real, labels, fake, objective, mix)
     params = _descend(params, loss_d, update_d)
     loss_g = generator_loss(discriminate(gan, params, fake), labels, objective)
     params = _descend(params, loss_g, update_g)
     return params, {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
 
 
-def _discriminator_loss(gan, params, real, labels, fake) -> torch.Tensor:
+def _discriminator_loss(gan, params, real, labels, fake, objective, mix=None) -> torch.Tensor:
     # No detach: gradients are taken with respect to D's parameters only, and second-order
     # meta-gradients need the path from scale and shift through the generated images.
-    real_logits = discriminate(gan, params, real)
-    return discriminator_loss(real_logits, labels, discriminate(gan, params, fake))
+    real_logits, fake_logits = discriminate(gan, params, real), discriminate(gan, params, fake)
+    if objective != "wgan-gp":
+        return discriminator_loss(real_logits, labels, fake_logits)
+    mix = torch.rand(len(real)) if mix is None else mix
+    penalty = gradient_penalty(
+        lambda x: critic(discriminate(gan, params, x)), real, fake, mix.to(real.device)
+    )
+    return wasserstein_critic_loss(real_logits, fake_logits, penalty)
 
 
 def _descend(params: Params, loss: torch.Tensor, update: Update) -> Params:

@@ -1,0 +1,31 @@
+"""The fine-tuning baseline: every weight of the pretrained GAN trained on the support set.
+
+Phase (c) with nothing frozen: fresh NM and CF for the N new classes (initialised as in phase c),
+then IC, FE, NM and CF all trained on the K shots with ``finetune.lr`` for ``finetune.steps``.
+There is no meta-learning and scale and shift stay at identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from mtgan.config import Config
+from mtgan.nn.gan import ConditionalGAN
+from mtgan.phases.adapt import adapt
+
+
+def finetune(
+    pretrained: ConditionalGAN,
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: Config,
+    device: torch.device,
+    seed: int,
+) -> ConditionalGAN:
+    """The pretrained GAN (not modified) fine-tuned on ``support`` (uint8) with slots ``labels``."""
+    f = cfg.finetune
+    tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr))
+    gan, _ = adapt(pretrained, support, labels, tuned, device, seed, weights="all")
+    return gan
