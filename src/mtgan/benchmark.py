@@ -46,7 +46,7 @@ from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.pipeline import Run, seeded_test_tasks
-from mtgan.report import class_rows_grid, mean_ci_text, method_bars, save_png, side_by_side
+from mtgan.report import class_rows, mean_ci_text, method_bars, save_png, side_by_side
 
 Generate = Callable[[Task, int], tuple[torch.Tensor, torch.Tensor]]
 """A trained method on one test task: (task, seed) -> images in [-1, 1] and their slots."""
@@ -245,10 +245,9 @@ def run_benchmark(
     results: dict[str, Any] = {}
     for method in methods:
         results[method] = bench.score(method, bench.train(method), tasks, evaluator)
-    grids = {
-        m: class_rows_grid(tasks[0].support, tasks[0].support_labels, *r.pop("_first"))
-        for m, r in results.items()
-    }
+    support = tasks[0].support, tasks[0].support_labels
+    grids = {"support": class_rows(*support, per_row=run.cfg.task.k_shot)}
+    grids |= {m: class_rows(*r.pop("_first"), per_row=SHOWN) for m, r in results.items()}
     report = {
         "command": command,
         "machine": machine(run.device),
@@ -270,6 +269,9 @@ def machine(device: torch.device) -> str:
         where = torch.cuda.get_device_name(device) + ", " + where
     return f"{where}, torch {torch.__version__}, {platform.system()}"
 
+
+SHOWN = 6
+"""Generated images per class and method in the side-by-side grid."""
 
 REPORTED = {
     "mode_score": "Mode Score",
@@ -336,7 +338,9 @@ def _markdown(report: dict[str, Any], name: str) -> str:
         "",
         f"![scores]({name}_scores.png)",
         "",
-        f"Test task 0 (support | generated): ![samples]({name}_samples.png)",
+        "Test task 0: its support images, then each method's samples:",
+        "",
+        f"![samples]({name}_samples.png)",
         "",
     ]
     return "\n".join(lines)

@@ -24,16 +24,22 @@ def class_rows_grid(
 
     All images are uint8 (n, C, H, W); labels are the class slots.
     """
-    n_way = int(max(support_labels.max(), generated_labels.max())) + 1
-    rows = []
-    for slot in range(n_way):
-        left = _strip(support[support_labels == slot])
-        right = _strip(generated[generated_labels == slot])
-        spacer = np.full((left.shape[0], gap, left.shape[2]), 128, np.uint8)
-        rows.append(np.concatenate([left, spacer, right], axis=1))
+    left, right = _class_rows(support, support_labels), _class_rows(generated, generated_labels)
+    spacer = np.full((left.shape[0], gap, left.shape[2]), 128, np.uint8)
+    return _to_image(np.concatenate([left, spacer, right], axis=1), scale)
+
+
+def class_rows(images: torch.Tensor, labels: torch.Tensor, per_row: int, scale: int = 2):
+    """One row per class slot with its first ``per_row`` images (uint8 (n, C, H, W))."""
+    keep = torch.cat([torch.nonzero(labels == s)[:per_row, 0] for s in labels.unique()])
+    return _to_image(_class_rows(images[keep], labels[keep]), scale)
+
+
+def _class_rows(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    rows = [_strip(images[labels == slot]) for slot in range(int(labels.max()) + 1)]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 1), (0, width - r.shape[1]), (0, 0)), constant_values=128) for r in rows]
-    return _to_image(np.concatenate(rows, axis=0), scale)
+    return np.concatenate(rows, axis=0)
 
 
 def image_grid(images: torch.Tensor, ncols: int, scale: int = 2) -> Image.Image:
