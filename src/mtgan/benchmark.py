@@ -233,31 +233,39 @@ def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:
 
 
 def run_benchmark(
-    run: Run, methods: list[str], out: Path, command: str, budget: float | None = None
+    run: Run,
+    methods: list[str],
+    out: Path,
+    command: str,
+    budget: float | None = None,
+    on_method: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train and score ``methods``; write ``<name>.json``, ``.csv``, ``.md`` and two PNGs.
 
-    ``out`` is a path stem such as ``results/omniglot-5w10s``; returns the JSON's content.
+    ``out`` is a path stem such as ``results/omniglot-5w10s``. The files are rewritten after
+    every method, so a long benchmark keeps what it has measured; ``on_method(name, result)``
+    hears of each. Returns the JSON's content.
     """
     bench = Benchmark(run, budget)
     tasks = seeded_test_tasks(run)
     evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
-    results: dict[str, Any] = {}
-    for method in methods:
-        results[method] = bench.score(method, bench.train(method), tasks, evaluator)
-    support = tasks[0].support, tasks[0].support_labels
-    grids = {"support": class_rows(*support, per_row=run.cfg.task.k_shot)}
-    grids |= {m: class_rows(*r.pop("_first"), per_row=SHOWN) for m, r in results.items()}
-    report = {
+    report: dict[str, Any] = {
         "command": command,
         "machine": machine(run.device),
         "budget_s": budget,
         "evaluator": evaluator_info,
         "tasks": [t.classes for t in tasks],
         "config": run.cfg.to_dict(),
-        "methods": results,
+        "methods": {},
     }
-    _write_results(report, out, grids)
+    grids = {"support": class_rows(tasks[0].support, tasks[0].support_labels, run.cfg.task.k_shot)}
+    for method in methods:
+        result = bench.score(method, bench.train(method), tasks, evaluator)
+        grids[method] = class_rows(*result.pop("_first"), per_row=SHOWN)
+        report["methods"][method] = result
+        _write_results(report, out, grids)
+        if on_method is not None:
+            on_method(method, result)
     return report
 
 

@@ -262,10 +262,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
     run = Run(out.parent, cfg, progress=not args.no_progress)
     command = "mtgan " + shlex.join(args.argv)
-    report = run_benchmark(run, methods, out, command, args.budget)
-    for method, result in report["methods"].items():
+
+    def show(method: str, result: dict) -> None:
         ms, fid = result["summary"]["mode_score"], result["summary"]["fid"]
-        print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}")
+        print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}", flush=True)
+
+    run_benchmark(run, methods, out, command, args.budget, show)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
 
