@@ -133,7 +133,11 @@ def test_run_writes_the_documented_layout(tiny_run):
 
 def test_phase_commands_continue_a_run(tiny_run, tmp_path):
     out, data = tiny_run
-    assert mtgan("meta-train", "--run", str(out), "--no-progress").returncode == 0
+    model = out / "meta" / "model.safetensors"
+    before = model.read_bytes()
+    _assert_one_line_error(mtgan("meta-train", "--run", str(out)), str(model), "--overwrite")
+    assert model.read_bytes() == before
+    assert mtgan("meta-train", "--run", str(out), "--no-progress", "--overwrite").returncode == 0
     r = mtgan(
         "adapt",
         "--run",

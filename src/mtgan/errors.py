@@ -13,3 +13,9 @@ class ConfigError(MtganError):
 
 class DataError(MtganError):
     """A dataset that is missing, malformed or too small for the asked task."""
+
+
+class NumericalError(MtganError):
+    """A loss or weight that became NaN or infinite: a runtime failure (exit status 1)."""
+
+    exit_status = 1

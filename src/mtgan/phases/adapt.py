@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 
+from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, to_device
+from mtgan.phases.common import noise, progress_bar, state_identity, to_device
 from mtgan.phases.step import Update, gan_step, trainable_params
 
 
@@ -20,6 +22,7 @@ def adapt(
     device: torch.device,
     seed: int = 0,
     progress: bool = False,
+    state_path: str | os.PathLike | None = None,
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
     """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
 
@@ -29,6 +32,8 @@ def adapt(
         labels: their slots 0..N-1. When N differs from the meta-learned NM/CF, new heads
             start from the mean of the meta-learned class columns (see ``reset_heads``).
         seed: seeds the noise.
+        state_path: a state file written every ``adapt.checkpoint_every`` steps and resumed
+            from when it exists (see :class:`TrainingState`).
 
     Returns:
         The adapted model and the losses of every step.
@@ -43,18 +48,22 @@ def adapt(
     update_d = Update(gan.names("cf"), a.lr, a.optimizer)
     update_g = Update(gan.names("nm"), a.lr, a.optimizer)
     rng = torch.Generator().manual_seed(seed)
+    identity = state_identity(cfg, ("model", "adapt"), gan, support, labels, torch.tensor(seed))
+    state = TrainingState(
+        "adapt", state_path, a.checkpoint_every, identity, gan,
+        {"d": update_d, "g": update_g}, {"rng": rng},
+    )  # fmt: skip
     real, labels = to_device(support, device), labels.to(device)
-    history = []
-    with progress_bar(a.steps, "adapt", progress) as bar:
-        for _ in range(a.steps):
+    with progress_bar(a.steps, "adapt", progress, state.step) as bar:
+        for _ in range(state.step, a.steps):
             z = noise(len(real), gan.generator.z_dim, rng, device)
             params, losses = gan_step(
                 gan, params, real, labels, z, update_d, update_g, cfg.model.objective
             )
-            history.append(losses)
+            state.record(losses)
             bar.update()
     gan.requires_grad_(False)
-    return gan, history
+    return gan, state.history
 
 
 @torch.no_grad()
