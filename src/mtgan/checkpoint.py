@@ -264,9 +264,8 @@ class TrainingState:
         if saved == self.identity:
             return
         saved = saved if isinstance(saved, dict) else {}
-        key = next(
-            k for k in sorted({*saved, *self.identity}) if saved.get(k) != self.identity.get(k)
-        )
+        keys = [*self.identity, *(k for k in saved if k not in self.identity)]  # settings first
+        key = next(k for k in keys if saved.get(k) != self.identity.get(k))
         raise MtganError(
             f"{self.path} was written with {key}={saved.get(key)!r}, not "
             f"{self.identity.get(key)!r}; resume with the same settings or delete the file to "
