@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mtgan.config import load_config
 from mtgan.data.base import ClassDataset
@@ -61,3 +62,15 @@ def make_toy_dataset():
         x[:, 2 + 6 * r : 8 + 6 * r, 1 + 3 * col : 4 + 3 * col] = 255
         images[f"class{c}"] = x
     return ClassDataset("toy", images)
+
+
+def image_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Path:
+    """``root/k<c>/<i>.png``: grey noise images, the layout of ``data.name=folder``."""
+    rs = np.random.RandomState(0)
+    for c in range(classes):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rs.rand(size, size) * 255).astype(np.uint8)).save(
+                root / f"k{c}" / f"{i}.png"
+            )
+    return root

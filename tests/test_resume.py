@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from mtgan import checkpoint
@@ -24,7 +23,7 @@ from mtgan.errors import MtganError
 from mtgan.phases.adapt import adapt
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
-from tests.conftest import TINY, make_toy_dataset
+from tests.conftest import TINY, image_folder, make_toy_dataset
 
 CPU = torch.device("cpu")
 EVERY = ["pretrain.checkpoint_every=2", "meta.checkpoint_every=2", "adapt.checkpoint_every=2"]
@@ -153,16 +152,6 @@ def _quick(data: Path) -> list[str]:
     return ["--quick", *[a for s in sets for a in ("--set", s)]]
 
 
-def _noise_folder(root: Path, classes: int = 30, per_class: int = 10) -> Path:
-    rs = np.random.RandomState(0)
-    for c in range(classes):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(per_class):
-            image = Image.fromarray((rs.rand(20, 20) * 255).astype(np.uint8))
-            image.save(root / f"c{c}" / f"{i}.png")
-    return root
-
-
 def _start(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "mtgan", *args, "--no-progress"]
@@ -196,7 +185,7 @@ MODELS = [
 
 def test_run_killed_at_several_points_and_resumed_ends_with_identical_weights(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    quick = _quick(_noise_folder(tmp_path / "images"))
+    quick = _quick(image_folder(tmp_path / "images", 30, 10))
     _finish(_start("run", *quick, "--out", str(reference)))
     proc = _start("run", *quick, "--out", str(killed))
     for point in ["pretrain/state.safetensors", "meta/state.safetensors", MODELS[2]]:
@@ -210,3 +199,103 @@ def test_run_killed_at_several_points_and_resumed_ends_with_identical_weights(tm
     assert not list(killed.rglob("*.tmp")) and not list(killed.rglob(STATE_FILE))
     info = json.loads((killed / "run.json").read_text())
     assert len(info["resumed"]) == 3 and info["torch"] == torch.__version__
+
+
+# --- numerical health: NaN stops a phase, --on-nan restart halves the learning rate ---------
+
+
+@pytest.fixture
+def pretrain_args(tmp_path):
+    data = image_folder(tmp_path / "images", 16, 6)
+    sets = [*TINY, "data.name=folder", f"data.root={data}", "pretrain.steps=8", *EVERY]
+    return [a for s in sets for a in ("--set", s)] + ["--no-progress"]
+
+
+def _nan_at(monkeypatch, calls: set[int]) -> list[int]:
+    """Make pretraining's loss_d NaN at the given (1-based) calls of the GAN step."""
+    import mtgan.phases.pretrain as module
+
+    seen, step = [], module.gan_step
+
+    def gan_step(*args, **kwargs):
+        seen.append(len(seen) + 1)
+        params, losses = step(*args, **kwargs)
+        return params, {**losses, "loss_d": float("nan")} if seen[-1] in calls else losses
+
+    monkeypatch.setattr(module, "gan_step", gan_step)
+    return seen
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_nan_stops_the_phase_keeps_the_last_checkpoint_and_resumes(
+    tmp_path, pretrain_args, monkeypatch, capsys
+):
+    from mtgan.cli import main
+
+    out = tmp_path / "run"
+    _nan_at(monkeypatch, {5})
+    assert main(["pretrain", "--out", str(out), *pretrain_args]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "pretrain diverged at step 5: loss_d is nan" in line
+    assert f"last good checkpoint {out / 'pretrain' / STATE_FILE} is kept" in line
+    assert "--on-nan restart" in line
+    saved = json.loads(_header(out / "pretrain" / STATE_FILE)["__metadata__"]["mtgan"])
+    assert saved["step"] == 4 and not (out / "pretrain" / "model.safetensors").exists()
+    monkeypatch.undo()
+    assert main(["pretrain", "--resume", str(out), "--no-progress"]) == 0
+    assert (out / "pretrain" / "model.safetensors").is_file()
+
+
+def test_on_nan_restart_continues_from_the_checkpoint_with_half_the_lr(
+    tmp_path, pretrain_args, monkeypatch, capsys
+):
+    import mtgan.pipeline as pipeline
+    from mtgan.cli import main
+
+    lrs, real_pretrain = [], pipeline.pretrain
+
+    def pretrain(gan, dataset, cfg, *args):
+        lrs.append(cfg.pretrain.lr)
+        return real_pretrain(gan, dataset, cfg, *args)
+
+    monkeypatch.setattr(pipeline, "pretrain", pretrain)
+    calls = _nan_at(monkeypatch, {5})
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="step 5: loss_d is nan: going on .* x0.5"):
+        assert main(["pretrain", "--out", str(out), "--on-nan", "restart", *pretrain_args]) == 0
+    assert lrs == [2e-4, 1e-4]
+    assert len(calls) == 5 + (8 - 4)  # the restart went on from the checkpoint of step 4
+    restarts = json.loads((out / "run.json").read_text())["nan_restarts"]
+    assert [r["lr_scale"] for r in restarts] == [0.5] and "loss_d is nan" in restarts[0]["error"]
+    header = json.loads(_header(out / "pretrain" / "model.safetensors")["__metadata__"]["mtgan"])
+    assert header["lr_scale"] == 0.5 and len(header["history"]) == 8
+
+
+def test_on_nan_restart_gives_up_after_a_few_halvings(tmp_path, pretrain_args, monkeypatch, capsys):
+    from mtgan.cli import main
+
+    _nan_at(monkeypatch, set(range(1, 100)))
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="x0.125"):
+        assert main(["pretrain", "--out", str(out), "--on-nan", "restart", *pretrain_args]) == 1
+    assert "diverged at step 1" in capsys.readouterr().err.splitlines()[-1]
+    assert len(json.loads((out / "run.json").read_text())["nan_restarts"]) == 3
+
+
+def test_run_folder_records_versions_and_command(tmp_path, pretrain_args):
+    from mtgan.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), *pretrain_args]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["torch"] == torch.__version__ and info["numpy"] == np.__version__
+    assert info["mtgan"] == __import__("mtgan").__version__ and info["python"]
+    assert info["command"] == sys.argv and info["started"]
+    commit = info["git_commit"]
+    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+    assert (out / "config.yaml").is_file()

@@ -279,8 +279,9 @@ class TrainingState:
             else "no checkpoint was written yet"
         )
         return NumericalError(
-            f"{self.phase} diverged at step {self.step + 1}: {what}; {kept} (lower the learning "
-            "rate, or rerun with --on-nan restart to resume with it halved)"
+            f"{self.phase} diverged at step {self.step + 1}: {what}",
+            f"{kept} (lower the learning rate, or rerun with --on-nan restart to resume with it "
+            "halved)",
         )
 
 

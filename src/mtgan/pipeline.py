@@ -245,10 +245,13 @@ def _train(
                 raise
             scale /= 2
             atomic_write(scale_file, json.dumps({"lr_scale": scale}))
-            record(
-                run, "nan_restarts", {"folder": str(folder), "lr_scale": scale, "error": str(exc)}
+            entry = {"folder": str(folder), "lr_scale": scale, "error": exc.reason}
+            record(run, "nan_restarts", entry)
+            warnings.warn(
+                f"{exc.reason}: going on from its last checkpoint (or its start) with the "
+                f"learning rate x{scale:g}",
+                stacklevel=2,
             )
-            warnings.warn(f"{exc}: restarting with the learning rate x{scale:g}", stacklevel=2)
     return gan, {"history": history, "seconds": time.perf_counter() - start, "lr_scale": scale}
 
 
