@@ -420,8 +420,8 @@ def adapt_to_folder(run: Run, images: str | Path, out: Path) -> ConditionalGAN:
     from mtgan.data.folder import load_folder
 
     cfg = run.cfg
-    ds = load_folder(images, cfg.data.image_size, cfg.data.channels, strict=cfg.data.strict)
     gan, _ = load_phase_model(run, "meta")
+    ds = load_folder(images, cfg.data.image_size, cfg.data.channels, strict=cfg.data.strict)
     support = torch.cat([ds.images_of(c) for c in ds.classes])
     labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
     adapted, _ = _adapt_and_save(run, gan, support, labels, cfg.seed, out, ds.classes, run.progress)
