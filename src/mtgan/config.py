@@ -185,7 +185,11 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        _set_dotted(values, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid value") from None
+        _set_dotted(values, key.strip(), value)
     return Config.from_dict(values)
 
 
