@@ -59,7 +59,10 @@ def _folder_run(tmp_path, data, *extra):
     "argv, words",
     [
         (["run", "--config", "{tmp}/none.yaml"], ["none.yaml", "does not exist"]),
-        (["run", "--set", "data.name=folder", "--set", "data.root={tmp}/none"], ["none", "not"]),
+        (
+            ["run", "--out", "{tmp}/r", "--set=data.name=folder", "--set=data.root={tmp}/none"],
+            ["none"],
+        ),
         (["run", "--resume", "{tmp}/none"], ["none", "not a run folder"]),
         (["meta-train", "--run", "{tmp}/none"], ["none", "not a run folder"]),
         (["evaluate", "--from", "{tmp}/none"], ["none", "not a run folder"]),
@@ -70,7 +73,7 @@ def _folder_run(tmp_path, data, *extra):
 def test_missing_path(tmp_path, capsys, argv, words):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     _error(capsys, argv, *words)
-    assert not (tmp_path / "none").exists()
+    assert not list(tmp_path.iterdir()), "a failed command must leave nothing behind"
 
 
 def test_missing_images_folder_for_adapt(tmp_path, capsys):

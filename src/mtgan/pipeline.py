@@ -101,16 +101,19 @@ class Run:
 def create_run(
     root: str | Path, cfg: Config, overwrite: bool = False, progress: bool = True
 ) -> Run:
-    """A new run folder with its ``config.yaml``; a non-empty one only with ``overwrite``."""
+    """A new run folder with its ``config.yaml`` and ``run.json``; a non-empty one only with
+    ``overwrite``. The data is read first, so that bad data leaves no folder behind."""
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise MtganError(
             f"run folder {root} exists and is not empty; pass --overwrite or another --out"
         )
+    run = Run(root, cfg, progress)
+    run.data()
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "config.yaml", cfg.to_yaml())
     atomic_write(root / RUN_INFO, json.dumps(provenance(), indent=2))
-    return Run(root, cfg, progress)
+    return run
 
 
 def open_run(root: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Run:
