@@ -86,8 +86,7 @@ def _load_npz(path: Path, part: str) -> ClassDataset:
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.bool_:
         raise DataError(
             f"{path}: 'images' is {getattr(images, 'dtype', type(images).__name__)} "
-            f"{getattr(images, 'shape', '')}, expected a bool array "
-            "(characters, drawings, height, width)"
+            f"{getattr(images, 'shape', '')}, expected bool (characters, drawings, height, width)"
         )
     ink = np.logical_not(images).view(np.uint8)
     ink *= 255
