@@ -77,7 +77,9 @@ def test_missing_path(tmp_path, capsys, argv, words):
 
 
 def test_missing_images_folder_for_adapt(tmp_path, capsys):
-    run = create_run(tmp_path / "run", load_config(overrides=TINY))
+    images = image_folder(tmp_path / "images", 16, 6)
+    cfg = load_config(overrides=[*TINY, "data.name=folder", f"data.root={images}"])
+    run = create_run(tmp_path / "run", cfg)
     argv = ["adapt", "--run", str(run.root), "--images", str(tmp_path / "mine")]
     _error(capsys, argv, "meta/model.safetensors does not exist", "run the meta phase first")
     save_gan(build_gan(run.cfg, 3), run.path("meta", "model.safetensors"))
