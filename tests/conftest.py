@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mtgan.config import load_config
 from mtgan.data.base import ClassDataset
@@ -48,6 +49,10 @@ def tiny_cfg():
 
 @pytest.fixture
 def toy_dataset():
+    return make_toy_dataset()
+
+
+def make_toy_dataset():
     """Eight classes of 16x16 images, each class a bright square at its own place."""
     rs = np.random.RandomState(0)
     images = {}
@@ -57,3 +62,15 @@ def toy_dataset():
         x[:, 2 + 6 * r : 8 + 6 * r, 1 + 3 * col : 4 + 3 * col] = 255
         images[f"class{c}"] = x
     return ClassDataset("toy", images)
+
+
+def image_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Path:
+    """``root/k<c>/<i>.png``: grey noise images, the layout of ``data.name=folder``."""
+    rs = np.random.RandomState(0)
+    for c in range(classes):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rs.rand(size, size) * 255).astype(np.uint8)).save(
+                root / f"k{c}" / f"{i}.png"
+            )
+    return root

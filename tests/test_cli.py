@@ -4,13 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 
 
 def mtgan(*args, cwd=None):
@@ -46,26 +44,15 @@ def test_bad_config_file_key(tmp_path):
     )
 
 
-def _image_folder(root: Path, classes: int, per_class: int) -> Path:
-    rs = np.random.RandomState(0)
-    for c in range(classes):
-        (root / f"k{c}").mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray((rs.rand(20, 20) * 255).astype(np.uint8)).save(
-                root / f"k{c}" / f"{i}.png"
-            )
-    return root
-
-
 def test_more_ways_than_classes(tmp_path):
-    data = _image_folder(tmp_path / "imgs", classes=10, per_class=6)  # test split: 2 classes
+    data = image_folder(tmp_path / "imgs", classes=10, per_class=6)  # test split: 2 classes
     args = _sets("data.name=folder", f"data.root={data}", "task.n_way=3")
     r = mtgan("run", "--out", str(tmp_path / "r"), *args)
     _assert_one_line_error(r, "N = 3", "only 2 classes")
 
 
 def test_more_shots_than_images(tmp_path):
-    data = _image_folder(tmp_path / "imgs", classes=10, per_class=3)
+    data = image_folder(tmp_path / "imgs", classes=10, per_class=3)
     args = _sets(
         "data.name=folder", f"data.root={data}", "task.n_way=2", "task.k_shot=2", "task.q_query=2"
     )
@@ -101,7 +88,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 def tiny_run(tmp_path_factory):
     """A full tiny run on the toy image folder, shared by the tests below."""
     root = tmp_path_factory.mktemp("run")
-    data = _image_folder(root / "imgs", classes=16, per_class=6)
+    data = image_folder(root / "imgs", classes=16, per_class=6)
     out = root / "run"
     args = _sets(
         "data.name=folder", f"data.root={data}", "eval.tasks=2", "eval.samples_per_class=3"
@@ -133,7 +120,11 @@ def test_run_writes_the_documented_layout(tiny_run):
 
 def test_phase_commands_continue_a_run(tiny_run, tmp_path):
     out, data = tiny_run
-    assert mtgan("meta-train", "--run", str(out), "--no-progress").returncode == 0
+    model = out / "meta" / "model.safetensors"
+    before = model.read_bytes()
+    _assert_one_line_error(mtgan("meta-train", "--run", str(out)), str(model), "--overwrite")
+    assert model.read_bytes() == before
+    assert mtgan("meta-train", "--run", str(out), "--no-progress", "--overwrite").returncode == 0
     r = mtgan(
         "adapt",
         "--run",

@@ -50,24 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
 
     p = sub.add_parser("run", parents=[common], help="all phases on a dataset, into a run folder")
-    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    _new_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("pretrain", parents=[common], help="phase (a) into a new run folder")
-    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    _new_run_options(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("meta-train", parents=[common], help="phase (b) in a run folder")
     p.add_argument("--run", required=True, help="run folder holding pretrain/model.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace meta/model.safetensors")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("adapt", parents=[common], help="phase (c): test tasks or your own images")
     p.add_argument("--run", required=True, help="run folder holding meta/model.safetensors")
     p.add_argument("--images", help="folder with one subfolder of K images per class")
     p.add_argument("--out", help="output folder for --images (default RUN/adapted/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier adapted models")
     p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser(
+        "config", parents=[common], help="print the resolved config (defaults, file, --set)"
+    )
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
         "evaluate", parents=[common], help="phase (d): adapt to seeded test tasks and score"
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrained networks, no meta-learning",
     )
     p.add_argument("--out", help="output folder (default RUN/evaluations/<model>-<N>w<K>s-<T>t)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name")
     d.add_argument("--root", help="folder holding the published files")
     d.add_argument("--split", help="one of the dataset's own splits")
+    d.add_argument("--strict", action="store_true", help="refuse unreadable images")
     d.add_argument("--debug", action="store_true", help="tracebacks for errors")
     d.set_defaults(func=cmd_data_info)
     d = data.add_parser("download", help="download a dataset with public files")
@@ -138,13 +145,31 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     common.add_argument("--seed", type=int, help="random seed")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_argument(
+        "--strict", action="store_true", help="refuse unreadable images instead of skipping them"
+    )
+    common.add_argument(
+        "--on-nan",
+        choices=["stop", "restart"],
+        default="stop",
+        help="when a loss or weight becomes NaN: stop (default), or restart from the last "
+        "checkpoint with the learning rate halved",
+    )
     common.add_argument("--debug", action="store_true", help="tracebacks for errors")
     return common
+
+
+def _new_run_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    where.add_argument("--resume", metavar="DIR", help="continue a stopped run where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     extra = [f"device={args.device}"] if args.device else []
     extra += [f"seed={args.seed}"] if args.seed is not None else []
+    extra += ["data.strict=true"] if args.strict else []
     return list(args.set) + extra
 
 
@@ -155,10 +180,21 @@ def _config(args: argparse.Namespace):
 
 
 def _new_run(args: argparse.Namespace):
-    from mtgan.pipeline import create_run
+    """A new run folder, or with ``--resume`` the stopped run to continue."""
+    from mtgan.pipeline import create_run, record
 
+    if args.resume:
+        if args.overwrite:
+            raise MtganError("--resume continues a run; it cannot be combined with --overwrite")
+        args.run = args.resume
+        run = _existing_run(args)
+        run.resume = True
+        record(run, "resumed", {"command": sys.argv})
+        return run
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    return create_run(out, _config(args), args.overwrite, progress=not args.no_progress)
+    run = create_run(out, _config(args), args.overwrite, progress=not args.no_progress)
+    run.on_nan = args.on_nan
+    return run
 
 
 def _existing_run(args: argparse.Namespace):
@@ -166,7 +202,20 @@ def _existing_run(args: argparse.Namespace):
 
     if args.config or args.quick:
         raise MtganError("a run folder keeps its own config.yaml; change keys with --set")
-    return open_run(args.run, _overrides(args), progress=not args.no_progress)
+    run = open_run(args.run, _overrides(args), progress=not args.no_progress)
+    run.on_nan = args.on_nan
+    return run
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    """No command replaces an earlier result without ``--overwrite``."""
+    if path.exists() and not overwrite:
+        raise MtganError(f"{path} exists; pass --overwrite to replace it")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(_config(args).to_yaml(), end="")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -203,6 +252,8 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     from mtgan.pipeline import run_meta_train
 
     run = _existing_run(args)
+    _refuse_existing(run.path("meta", "model.safetensors"), args.overwrite)
+    run.resume = not args.overwrite  # continue from meta/state.safetensors when present
     run_meta_train(run)
     print(f"meta-trained: {run.path('meta', 'model.safetensors')}")
     return 0
@@ -213,19 +264,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     run = _existing_run(args)
     if args.images is None:
+        _refuse_existing(run.path("tasks"), args.overwrite)
         for task in run_adapt(run):
             k = task["task"]
             print(f"task {k}: {run.path('samples', f'task_{k}.png')}")
         return 0
     out = Path(args.out) if args.out else run.path("adapted", Path(args.images).name)
+    _refuse_existing(out / "model.safetensors", args.overwrite)
     adapt_to_folder(run, args.images, out)
     print(f"adapted generator: {out / 'model.safetensors'}; samples: {out / 'samples.png'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mtgan.checkpoint import load_gan
-    from mtgan.pipeline import run_evaluate
+    from mtgan.pipeline import load_phase_model, run_evaluate
 
     for name in ("tasks", "ways", "shots"):
         value = getattr(args, name)
@@ -234,7 +286,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = run.cfg
     name = f"{args.model}-{cfg.task.n_way}w{cfg.task.k_shot}s-{cfg.eval.tasks}t"
     out = Path(args.out) if args.out else run.path("evaluations", name)
-    gan, _ = load_gan(run.path(args.model, "model.safetensors"))
+    _refuse_existing(out / "metrics.json", args.overwrite)
+    gan, _ = load_phase_model(run, args.model)
     if args.model == "pretrain":
         gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
     metrics = run_evaluate(run, gan, out)
@@ -284,7 +337,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from mtgan.data import load
 
-    ds = load(args.name, args.root, args.split)
+    ds = load(args.name, args.root, args.split, strict=args.strict)
     counts = [len(ds.images_of(c)) for c in ds.classes]
     shape = tuple(ds.images_of(ds.classes[0]).shape[1:])
     print(

@@ -6,8 +6,10 @@ from ``section.key=value`` overrides (``--set``); an unknown key names the close
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -27,7 +29,8 @@ class DataConfig:
     ``split`` picks one of the dataset's own files (for example ``train`` or ``test`` of the idx
     and CIFAR datasets) when it is split by classes; ``test_classes`` holds those classes out as
     the test classes (the rest train); otherwise a dataset without few-shot splits of its own
-    is split by ``split_fractions`` with ``split_seed``.
+    is split by ``split_fractions`` with ``split_seed``. Unreadable images of an image folder
+    are skipped with a warning, or refused with ``strict`` (``--strict``).
     """
 
     name: str = "glyphs"
@@ -39,6 +42,7 @@ class DataConfig:
     test_classes: list[str] | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     split_seed: int = 0
+    strict: bool = False
 
 
 @dataclass
@@ -64,13 +68,15 @@ class TaskConfig:
 
 @dataclass
 class PretrainConfig:
-    """Phase (a): the conditional GAN on all training classes."""
+    """Phase (a): the conditional GAN on all training classes; a state file every
+    ``checkpoint_every`` steps (0: none) to resume from."""
 
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     bn_calibration_batches: int = 20
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -81,6 +87,7 @@ class MetaConfig:
     outer step, so that only SS is meta-learned and adaptation starts from the heads derived from
     the pretrained ones; ``average`` sets them to the mean of the task-adapted ones (eq. 12),
     which measurably hurt (see the README's results).
+    A state file is written every ``checkpoint_every`` outer steps (0: none).
     """
 
     steps: int = 150
@@ -91,15 +98,18 @@ class MetaConfig:
     outer_lr: float = 1e-4
     second_order: bool = False
     head_update: str = "reset"
+    checkpoint_every: int = 10
 
 
 @dataclass
 class AdaptConfig:
-    """Phase (c): NM and CF trained on a new task's support set (eq. 10)."""
+    """Phase (c): NM and CF trained on a new task's support set (eq. 10); a state file every
+    ``checkpoint_every`` steps (0: none)."""
 
     steps: int = 300
     lr: float = 2e-3
     optimizer: str = "adam"
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -184,10 +194,13 @@ QUICK = {
     "pretrain.steps": 150,
     "pretrain.batch_size": 32,
     "pretrain.bn_calibration_batches": 4,
+    "pretrain.checkpoint_every": 25,
     "meta.steps": 8,
     "meta.meta_batch": 2,
     "meta.inner_steps": 3,
+    "meta.checkpoint_every": 2,
     "adapt.steps": 20,
+    "adapt.checkpoint_every": 5,
     "eval.tasks": 2,
     "eval.samples_per_class": 6,
     "eval.evaluator_epochs": 2,
@@ -226,7 +239,11 @@ def _apply_override(values: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    _set_dotted(values, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid value") from None
+    _set_dotted(values, key.strip(), value)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -299,6 +316,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if hint is str and isinstance(value, str | int) and not isinstance(value, bool):
         return str(value)  # class names such as MNIST's 7 may come as YAML numbers
     raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
@@ -346,7 +366,15 @@ POSITIVE = (
     "finetune.lr",
     "scratch.steps",
 )
-NON_NEGATIVE = ("meta.steps", "pretrain.bn_calibration_batches")
+NON_NEGATIVE = (
+    "meta.steps",
+    "pretrain.bn_calibration_batches",
+    "pretrain.checkpoint_every",
+    "meta.checkpoint_every",
+    "adapt.checkpoint_every",
+)
+SEEDS = ("seed", "data.split_seed", "eval.seed")
+MAX_SEED = 2**63 - 1
 
 
 def get(cfg: Config, key: str) -> Any:
@@ -359,6 +387,7 @@ def get(cfg: Config, key: str) -> Any:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError naming the first out-of-range value."""
+    _check_finite(cfg.to_dict(), "")
     for key, choices in CHOICES.items():
         if get(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {list(choices)}, got {get(cfg, key)!r}")
@@ -368,6 +397,9 @@ def validate(cfg: Config) -> None:
     for key in NON_NEGATIVE:
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {get(cfg, key)!r}")
+    for key in SEEDS:
+        if not 0 <= get(cfg, key) <= MAX_SEED:
+            raise ConfigError(f"{key} must be between 0 and 2**63 - 1, got {get(cfg, key)}")
     for key in ("task.q_query", "eval.samples_per_class"):
         if get(cfg, key) < 2:
             raise ConfigError(
@@ -382,3 +414,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.split_fractions must be three positive numbers summing to 1, got {fractions}"
         )
+
+
+def _check_finite(values: dict[str, Any], where: str) -> None:
+    """Refuse NaN and infinite numbers anywhere in the config."""
+    for key, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            _check_finite(value, f"{where}{key}.")
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ConfigError(f"{where}{key} must be a finite number, got {value!r}")

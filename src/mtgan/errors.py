@@ -13,3 +13,16 @@ class ConfigError(MtganError):
 
 class DataError(MtganError):
     """A dataset that is missing, malformed or too small for the asked task."""
+
+
+class NumericalError(MtganError):
+    """A loss or weight that became NaN or infinite: a runtime failure (exit status 1).
+
+    ``reason`` says what diverged and where; the message adds what to do about it.
+    """
+
+    exit_status = 1
+
+    def __init__(self, reason: str, advice: str):
+        super().__init__(f"{reason}; {advice}")
+        self.reason = reason

@@ -112,13 +112,13 @@ DATASETS: dict[str, DatasetInfo] = {
         "mtgan.data.folder:load_folder",
         "FIGR-8 (root/<class>/*.png)",
         ("<class>/*.png",),
-        takes=("image_size", "channels"),
+        takes=("image_size", "channels", "strict"),
     ),
     "folder": DatasetInfo(
         "mtgan.data.folder:load_folder",
         "any image folder: root/<class>/*.{png,jpg,jpeg}",
         ("<class>/*.png",),
-        takes=("image_size", "channels"),
+        takes=("image_size", "channels", "strict"),
     ),
 }
 
@@ -130,6 +130,7 @@ def load(
     image_size: int | None = None,
     channels: int | None = None,
     per_class: int = 20,
+    strict: bool = False,
 ) -> ClassDataset:
     """A registered dataset, optionally conformed to ``image_size`` and ``channels``.
 
@@ -141,6 +142,7 @@ def load(
             for miniImageNet, FC100 and CIFAR-FS); None for its default.
         image_size, channels: resize and convert every image when given.
         per_class: images per class of the glyph dataset.
+        strict: refuse unreadable images of an image folder instead of skipping them.
 
     Example:
         >>> ds = load("mnist", root="../shared/data/mnist", split="test")  # doctest: +SKIP
@@ -152,7 +154,12 @@ def load(
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if info.needs_root and root is None:
         raise DataError(f"dataset {name!r} needs data.root (--set data.root=DIR): {info.files}")
-    settings = {"image_size": image_size or 32, "channels": channels or 1, "per_class": per_class}
+    settings = {
+        "image_size": image_size or 32,
+        "channels": channels or 1,
+        "per_class": per_class,
+        "strict": strict,
+    }
     kwargs = {k: settings[k] for k in info.takes}
     if split is not None:
         kwargs["split"] = split
@@ -174,7 +181,9 @@ def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
     """
 
     def read(split: str | None) -> ClassDataset:
-        return load(cfg.name, cfg.root, split, cfg.image_size, cfg.channels, cfg.per_class)
+        return load(
+            cfg.name, cfg.root, split, cfg.image_size, cfg.channels, cfg.per_class, cfg.strict
+        )
 
     own = DATASETS[cfg.name].split_names() if cfg.name in DATASETS else {}
     if cfg.test_classes:

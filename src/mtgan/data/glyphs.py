@@ -496,7 +496,15 @@ def _read_cache(path: Path, per_class: int, size: int) -> tuple[np.ndarray, np.n
     try:
         with np.load(path, allow_pickle=False) as data:
             codepoints, images = data["codepoints"], data["images"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ):
         return None
     good = (
         codepoints.ndim == 1

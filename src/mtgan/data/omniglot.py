@@ -23,7 +23,6 @@ import csv
 import io
 import os
 import zipfile
-import zlib
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -32,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mtgan.data.base import ClassDataset
 from mtgan.data.idx import check_download
+from mtgan.data.safe import CORRUPT_ERRORS
 from mtgan.errors import DataError
 
 SPLITS = {
@@ -41,7 +41,7 @@ SPLITS = {
     "test": "evaluation",
 }
 FIRST_ID = {"background": 1, "evaluation": 965}
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+_READ_ERRORS = (*CORRUPT_ERRORS, OSError)
 
 
 def load_omniglot(root: str | os.PathLike, split: str = "background") -> ClassDataset:
@@ -79,14 +79,14 @@ def _load_npz(path: Path, part: str) -> ClassDataset:
     """The npz layout: a bool array, True = white background, inverted to white ink."""
     check_download(path)
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             images = data["images"]
     except _READ_ERRORS as e:
         raise DataError(f"{path} is truncated or corrupt ({e}); download it again") from None
-    if images.ndim != 4 or images.dtype != np.bool_:
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.bool_:
         raise DataError(
-            f"{path}: 'images' is {images.dtype} {images.shape}, expected bool "
-            "(characters, drawings, height, width)"
+            f"{path}: 'images' is {getattr(images, 'dtype', type(images).__name__)} "
+            f"{getattr(images, 'shape', '')}, expected bool (characters, drawings, height, width)"
         )
     ink = np.logical_not(images).view(np.uint8)
     ink *= 255

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -40,6 +41,8 @@ CORRUPT_ERRORS = (
     IndexError,
     AttributeError,
     OverflowError,
+    NotImplementedError,  # a zip member with an unknown compression method
+    zipfile.BadZipFile,
     zlib.error,
 )
 
@@ -124,6 +127,8 @@ def safe_load_pickle(path: str | os.PathLike) -> object:
         raise
     except CORRUPT_ERRORS:
         raise corrupt(path) from None
+    except MemoryError:  # a corrupt length field asks for more memory than the file could fill
+        raise DataError(f"{path} is corrupt or too large to load; download it again") from None
     return _str_keys(obj)
 
 

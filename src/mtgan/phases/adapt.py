@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 
+from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, to_device
+from mtgan.phases.common import noise, progress_bar, state_identity, to_device
 from mtgan.phases.step import Update, gan_step, trainable_params
 
 _TRAINED = {"heads": ("cf", "nm"), "all": ("d", "g")}
@@ -23,6 +25,7 @@ def adapt(
     device: torch.device,
     seed: int = 0,
     progress: bool = False,
+    state_path: str | os.PathLike | None = None,
     weights: str = "heads",
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
     """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
@@ -35,6 +38,8 @@ def adapt(
         seed: seeds the noise.
         weights: ``heads`` (NM and CF, phase c) or ``all`` (every weight but SS: the
             fine-tuning baseline). IC's BatchNorm keeps its recorded statistics either way.
+        state_path: a state file written every ``adapt.checkpoint_every`` steps and resumed
+            from when it exists (see :class:`TrainingState`).
 
     Returns:
         The adapted model and the losses of every step.
@@ -50,18 +55,22 @@ def adapt(
     update_d = Update(gan.names(d_side), a.lr, a.optimizer)
     update_g = Update(gan.names(g_side), a.lr, a.optimizer)
     rng = torch.Generator().manual_seed(seed)
+    identity = state_identity(cfg, ("model", "adapt"), gan, support, labels, torch.tensor(seed))
+    state = TrainingState(
+        "adapt", state_path, a.checkpoint_every, identity, gan,
+        {"d": update_d, "g": update_g}, {"rng": rng},
+    )  # fmt: skip
     real, labels = to_device(support, device), labels.to(device)
-    history = []
-    with progress_bar(a.steps, "adapt", progress) as bar:
-        for _ in range(a.steps):
+    with progress_bar(a.steps, "adapt", progress, state.step) as bar:
+        for _ in range(state.step, a.steps):
             z = noise(len(real), gan.generator.z_dim, rng, device)
             params, losses = gan_step(
                 gan, params, real, labels, z, update_d, update_g, cfg.model.objective
             )
-            history.append(losses)
+            state.record(losses)
             bar.update()
     gan.requires_grad_(False)
-    return gan, history
+    return gan, state.history
 
 
 @torch.no_grad()

@@ -1,14 +1,24 @@
-"""What the phases share: devices, seeded noise, batches of real images, progress bars."""
+"""What the phases share: devices, seeded noise, batches of real images, progress bars, and
+what identifies a phase's state file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from mtgan.config import Config
 from mtgan.data.base import ClassDataset, to_model_range
 from mtgan.errors import ConfigError
+
+#: Keys a resumed phase may change: learning rates (``--on-nan restart`` halves them), the
+#: checkpoint interval, where the data lives and how strictly it is read.
+RESUMABLE_CHANGES = ("lr", "checkpoint_every", "root", "strict")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,5 +47,28 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_model_range(images.to(device))
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=True)
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
+    return tqdm(
+        total=total, initial=initial, desc=desc, disable=not enabled, file=sys.stderr, leave=True
+    )
+
+
+def state_identity(
+    cfg: Config, sections: Sequence[str], *start: torch.Tensor | torch.nn.Module
+) -> dict[str, Any]:
+    """What a phase's state file must match to be resumed: the settings of ``sections`` (but
+    :data:`RESUMABLE_CHANGES`) and a digest of the phase's starting weights and data."""
+    settings = cfg.to_dict()
+    values = {}
+    for section in sections:
+        part = settings[section]
+        flat = {f"{section}.{k}": v for k, v in part.items()} if isinstance(part, dict) else {}
+        values |= flat or {section: part}
+    values = {k: v for k, v in values.items() if not k.endswith(RESUMABLE_CHANGES)}
+    digest = hashlib.sha256()
+    for item in start:
+        tensors = item.state_dict().values() if isinstance(item, torch.nn.Module) else [item]
+        for t in tensors:
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    values["start"] = digest.hexdigest()[:16]
+    return json.loads(json.dumps(values))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler, Task
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, to_device
+from mtgan.phases.common import noise, progress_bar, state_identity, to_device
 from mtgan.phases.step import Params, Update, gan_losses, gan_step
 
 
@@ -18,6 +21,7 @@ def meta_train(
     cfg: Config,
     device: torch.device,
     progress: bool = False,
+    state_path: str | os.PathLike | None = None,
 ) -> list[dict[str, float]]:
     """Phase (b): learn SS (and the NM/CF starting point) from tasks of ``dataset``'s classes.
 
@@ -25,7 +29,9 @@ def meta_train(
     outer step samples ``meta.meta_batch`` tasks, adapts NM and CF to every support set
     (eq. 10), steps SS on the query sets (eq. 11) and sets NM and CF to the mean of the adapted
     ones (eq. 12; with ``meta.head_update=reset`` they return to their initial values instead).
-    IC and FE are not changed.
+    IC and FE are not changed. With ``state_path``, the loop saves its state every
+    ``meta.checkpoint_every`` outer steps and continues from that file when it exists (see
+    :class:`TrainingState`); a NaN or infinite query loss stops it.
 
     Returns:
         The mean query losses, one dict per outer step.
@@ -39,17 +45,21 @@ def meta_train(
         side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
     }
     initial_heads = _heads(gan) if m.head_update == "reset" else None
-    history = []
-    with progress_bar(m.steps, "meta-train", progress) as bar:
-        for _ in range(m.steps):
+    identity = state_identity(cfg, ("seed", "data", "model", "task", "meta"), gan)
+    state = TrainingState(
+        "meta-train", state_path, m.checkpoint_every, identity, gan, outer,
+        {"rng": rng, "tasks": sampler.rng},
+    )  # fmt: skip
+    with progress_bar(m.steps, "meta-train", progress, state.step) as bar:
+        for _ in range(state.step, m.steps):
             tasks = [sampler.sample() for _ in range(m.meta_batch)]
             losses = meta_step(gan, tasks, cfg, outer, rng, device)
             if initial_heads is not None:
                 average_heads(gan, [initial_heads])  # meta.head_update=reset
-            history.append(losses)
+            state.record(losses)
             bar.set_postfix(losses, refresh=False)
             bar.update()
-    return history
+    return state.history
 
 
 def meta_step(

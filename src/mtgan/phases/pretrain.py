@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
-from mtgan.phases.common import noise, progress_bar, stack_classes, to_device
+from mtgan.phases.common import noise, progress_bar, stack_classes, state_identity, to_device
 from mtgan.phases.step import Update, gan_step, trainable_params
 
 
@@ -26,11 +29,14 @@ def pretrain(
     cfg: Config,
     device: torch.device,
     progress: bool = False,
+    state_path: str | os.PathLike | None = None,
 ) -> list[dict[str, float]]:
     """Phase (a): G (NM + IC) and D (FE + CF) trained on every class of ``dataset``.
 
     Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. Ends by recording
-    IC's BatchNorm statistics (see :func:`calibrate_batchnorm`).
+    IC's BatchNorm statistics (see :func:`calibrate_batchnorm`). With ``state_path``, the loop
+    saves its state every ``pretrain.checkpoint_every`` steps and continues from that file
+    when it exists (see :class:`TrainingState`); a NaN or infinite loss stops it.
 
     Returns:
         The losses, one dict per step.
@@ -43,9 +49,13 @@ def pretrain(
     betas = (p.betas[0], p.betas[1])
     update_d = Update(gan.names("d"), p.lr, "adam", betas)
     update_g = Update(gan.names("g"), p.lr, "adam", betas)
-    history = []
-    with progress_bar(p.steps, "pretrain", progress) as bar:
-        for _ in range(p.steps):
+    identity = state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels)
+    state = TrainingState(
+        "pretrain", state_path, p.checkpoint_every, identity, gan,
+        {"d": update_d, "g": update_g}, {"rng": rng},
+    )  # fmt: skip
+    with progress_bar(p.steps, "pretrain", progress, state.step) as bar:
+        for _ in range(state.step, p.steps):
             idx = torch.randint(len(images), (p.batch_size,), generator=rng)
             z = noise(p.batch_size, gan.generator.z_dim, rng, device)
             real = to_device(images[idx], device)
@@ -59,9 +69,9 @@ def pretrain(
                 update_g,
                 cfg.model.objective,
             )
-            history.append(losses)
+            state.record(losses)
             bar.set_postfix(losses, refresh=False)
             bar.update()
     calibrate_batchnorm(gan.generator, p.bn_calibration_batches, p.batch_size, rng)
     gan.requires_grad_(False)
-    return history
+    return state.history
