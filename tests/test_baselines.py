@@ -137,7 +137,8 @@ def test_budget_scales_the_steps_of_every_phase_together(tiny_cfg, monkeypatch):
 
 def _check_schema(report: dict) -> None:
     assert report["command"].startswith("mtgan benchmark")
-    assert {"machine", "budget_s", "evaluator", "tasks", "config", "methods"} <= report.keys()
+    keys = {"machine", "budget_s", "evaluator", "tasks", "config", "methods", "paired"}
+    assert keys <= report.keys()
     for method, result in report["methods"].items():
         assert method in METHODS or method in ABLATIONS
         assert len(result["tasks"]) == len(report["tasks"])
@@ -162,6 +163,21 @@ def test_benchmark_command_writes_results(tmp_path, capsys):
         assert (out.parent / png).stat().st_size > 1000
     assert main([*argv, "--out", str(out)]) == 2  # no overwrite without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    first = report["methods"]["mtgan"]["tasks"]
+    fid = [
+        t["fid"] - f["fid"] for t, f in zip(report["methods"]["figr"]["tasks"], first, strict=True)
+    ]
+    assert report["paired"]["figr"]["fid"]["mean"] == pytest.approx(sum(fid) / len(fid))
+    assert report["paired"]["mtgan"]["fid"]["mean"] == 0
+    out.with_suffix(".md").unlink()
+    assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_report_of_a_file_that_is_not_results_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "x.json").write_text("[1, 2]")
+    assert main(["benchmark", "--report", str(tmp_path / "x.json")]) == 2
+    assert "not a results .json" in capsys.readouterr().err
 
 
 def test_unknown_method_is_a_usage_error(capsys):

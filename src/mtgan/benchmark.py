@@ -21,6 +21,7 @@ import copy
 import csv
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -39,6 +40,7 @@ from mtgan.config import Config, with_overrides
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import Task
 from mtgan.errors import ConfigError
+from mtgan.metrics import mean_confidence_interval
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt, sample
@@ -294,12 +296,41 @@ REPORTED = {
 """The columns of the results table and CSV (mean and 95% CI over tasks)."""
 
 
-def _write_results(report: dict[str, Any], out: Path, grids: dict) -> None:
+PAIRED = ("mode_score", "fid")
+"""Scores compared task by task with the first method."""
+
+
+def paired_differences(methods: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per method, the mean and 95% CI over tasks of (its score - the first method's score).
+
+    Every method meets the same tasks, so the per-task differences compare methods far more
+    tightly than their separate confidence intervals do.
+    """
+    reference = next(iter(methods.values()))["tasks"]
+    paired = {}
+    for name, result in methods.items():
+        paired[name] = {}
+        for key in PAIRED:
+            diffs = [t[key] - r[key] for t, r in zip(result["tasks"], reference, strict=True)]
+            mean, half = mean_confidence_interval(diffs)
+            paired[name][key] = {"mean": mean, "ci95": None if math.isnan(half) else half}
+    return paired
+
+
+def rewrite_reports(path: Path) -> None:
+    """The .csv, .md and scores plot again from a benchmark's .json (the sample grid is kept)."""
+    report = json.loads(path.read_text())
+    _write_results(report, path.with_suffix(""))
+
+
+def _write_results(report: dict[str, Any], out: Path, grids: dict | None = None) -> None:
+    report["paired"] = paired_differences(report["methods"])
     atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
     atomic_write(out.with_suffix(".csv"), _csv(report))
     atomic_write(out.with_suffix(".md"), _markdown(report, out.name))
     method_bars(report["methods"], out.parent / f"{out.name}_scores.png")
-    save_png(side_by_side(grids), out.parent / f"{out.name}_samples.png")
+    if grids is not None:
+        save_png(side_by_side(grids), out.parent / f"{out.name}_samples.png")
 
 
 def _csv(report: dict[str, Any]) -> str:
@@ -342,6 +373,19 @@ def _markdown(report: dict[str, Any], name: str) -> str:
         lines.append(
             f"| {method} | " + " | ".join(cells) + f" | {sum(result['training_s'].values()):.0f} |"
         )
+    reference = next(iter(methods))
+    lines += [
+        "",
+        f"Difference from `{reference}` on the same tasks (method - {reference}, mean ± 95% CI of "
+        "the per-task differences; higher Mode Score and lower FID are better):",
+        "",
+        "| method | Δ Mode Score | Δ FID |",
+        "| --- | --- | --- |",
+    ]
+    for method, diffs in report["paired"].items():
+        if method != reference:
+            cells = " | ".join(mean_ci_text(diffs[k]) for k in PAIRED)
+            lines.append(f"| {method} | {cells} |")
     lines += [
         "",
         f"![scores]({name}_scores.png)",

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="results path stem (default results/<config name>): writes .json, .csv, .md"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument(
+        "--report", metavar="JSON", help="only rewrite the .md, .csv and plot of a results .json"
+    )
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("data", help="list, inspect and download datasets")
@@ -299,11 +302,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 _EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
 
 
+def _results_file(path: str) -> Path:
+    """A benchmark's results .json, checked before anything is rewritten."""
+    import json
+
+    file = Path(path)
+    try:
+        report = json.loads(file.read_text())
+        report["methods"], report["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MtganError(f"{file} is not a results .json written by mtgan benchmark") from None
+    return file
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from mtgan.benchmark import parse_methods, run_benchmark
+    from mtgan.benchmark import parse_methods, rewrite_reports, run_benchmark
     from mtgan.pipeline import Run
     from mtgan.report import mean_ci_text
 
+    if args.report:
+        rewrite_reports(_results_file(args.report))
+        print(f"rewrote {Path(args.report).with_suffix('.md')} (.csv, _scores.png)")
+        return 0
     methods = parse_methods(args.methods)
     if args.budget is not None and args.budget <= 0:
         raise MtganError(f"--budget must be a positive number of seconds, got {args.budget}")
