@@ -248,6 +248,7 @@ def run_benchmark(
     every method, so a long benchmark keeps what it has measured; ``on_method(name, result)``
     hears of each. Returns the JSON's content.
     """
+    start = time.perf_counter()
     bench = Benchmark(run, budget)
     tasks = seeded_test_tasks(run)
     evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
@@ -265,6 +266,7 @@ def run_benchmark(
         result = bench.score(method, bench.train(method), tasks, evaluator)
         grids[method] = class_rows(*result.pop("_first"), per_row=SHOWN)
         report["methods"][method] = result
+        report["elapsed_s"] = time.perf_counter() - start
         _write_results(report, out, grids)
         if on_method is not None:
             on_method(method, result)
@@ -361,7 +363,8 @@ def _markdown(report: dict[str, Any], name: str) -> str:
         "",
         f"`{report['command']}` on {report['machine']}. {len(report['tasks'])} test tasks; "
         f"mean ± 95% confidence half-width over tasks; evaluator M held-out accuracy "
-        f"{report['evaluator']['heldout_accuracy']:.1%}.",
+        f"{report['evaluator']['heldout_accuracy']:.1%}."
+        + (f" It ran {report['elapsed_s'] / 60:.0f} minutes." if "elapsed_s" in report else ""),
         "",
         real,
         "",
