@@ -102,6 +102,21 @@ class AdaptConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How fast the phases run, not what they compute (see the README's Speed section).
+
+    ``tasks_at_once``: how many tasks of a meta-batch run their inner loops as one batched
+    computation; 0 picks the whole meta-batch on CUDA and one task at a time on the CPU, where
+    large batches measured slower. ``channels_last``: the convolutions' memory layout (faster
+    on the CPU). ``precision``: ``fp32``, or ``bf16`` autocast (meant for CUDA).
+    """
+
+    tasks_at_once: int = 0
+    channels_last: bool = True
+    precision: str = "fp32"
+
+
+@dataclass
 class EvalConfig:
     """Test tasks and samples."""
 
@@ -123,6 +138,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,6 +276,7 @@ CHOICES = {
     "meta.head_update": ("average", "reset"),
     "adapt.optimizer": ("adam", "sgd"),
     "device": ("auto", "cpu", "cuda"),
+    "speed.precision": ("fp32", "bf16"),
 }
 POSITIVE = (
     "data.image_size",
@@ -283,7 +300,7 @@ POSITIVE = (
     "eval.samples_per_class",
     "eval.evaluator_epochs",
 )
-NON_NEGATIVE = ("meta.steps", "pretrain.bn_calibration_batches")
+NON_NEGATIVE = ("meta.steps", "pretrain.bn_calibration_batches", "speed.tasks_at_once")
 
 
 def get(cfg: Config, key: str) -> Any:

@@ -8,8 +8,8 @@ import torch
 
 from mtgan.config import Config
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, to_device
-from mtgan.phases.step import Update, gan_step, trainable_params
+from mtgan.phases.common import autocast, noise, place, progress_bar, to_device
+from mtgan.phases.step import Update, features, gan_step, trainable_params
 
 
 def adapt(
@@ -34,7 +34,7 @@ def adapt(
         The adapted model and the losses of every step.
     """
     a = cfg.adapt
-    gan = copy.deepcopy(meta_gan).to(device)
+    gan = place(copy.deepcopy(meta_gan), cfg, device)
     n_way = int(labels.max()) + 1
     if n_way != gan.n_classes:
         gan.reset_heads(n_way, "pretrained")
@@ -43,14 +43,18 @@ def adapt(
     update_d = Update(gan.names("cf"), a.lr, a.optimizer)
     update_g = Update(gan.names("nm"), a.lr, a.optimizer)
     rng = torch.Generator().manual_seed(seed)
-    real, labels = to_device(support, device), labels.to(device)
+    labels = labels.to(device)
+    with autocast(cfg, device):  # FE and SS are fixed: FE(support) once
+        real_features = features(gan, params, to_device(support, device))
     history = []
     with progress_bar(a.steps, "adapt", progress) as bar:
         for _ in range(a.steps):
-            z = noise(len(real), gan.generator.z_dim, rng, device)
-            params, losses = gan_step(
-                gan, params, real, labels, z, update_d, update_g, cfg.model.objective
-            )
+            z = noise(len(labels), gan.generator.z_dim, rng, device)
+            with autocast(cfg, device):
+                params, losses = gan_step(
+                    gan, params, None, labels, z, update_d, update_g, cfg.model.objective,
+                    real_features=real_features,
+                )  # fmt: skip
             history.append(losses)
             bar.update()
     gan.requires_grad_(False)
