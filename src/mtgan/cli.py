@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_launcher(args.command)
         return args.func(args) or 0
     except MtganError as exc:
         if args.debug:
@@ -58,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("meta-train", parents=[common], help="phase (b) in a run folder")
-    p.add_argument("--run", required=True, help="run folder holding pretrain/model.safetensors")
+    p.add_argument(
+        "--run",
+        "--from",  # torchrun's own parser takes --run for its --run-path
+        dest="run",
+        required=True,
+        help="run folder holding pretrain/model.safetensors",
+    )
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("adapt", parents=[common], help="phase (c): test tasks or your own images")
@@ -134,11 +141,27 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, _overrides(args), quick=args.quick)
 
 
-def _new_run(args: argparse.Namespace):
-    from mtgan.pipeline import create_run
+def _check_launcher(command: str) -> None:
+    from mtgan.distributed import launched
 
+    if launched() and command not in ("pretrain", "meta-train"):
+        raise MtganError(f"only pretrain and meta-train run under torchrun, not {command}")
+
+
+def _new_run(args: argparse.Namespace):
+    from mtgan.distributed import init_from_env, is_main, launched, main_first
+    from mtgan.phases.common import resolve_device
+    from mtgan.pipeline import create_run, open_run
+
+    if launched() and not args.out:
+        raise MtganError("under torchrun give the run folder with --out")
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    return create_run(out, _config(args), args.overwrite, progress=not args.no_progress)
+    cfg = _config(args)
+    init_from_env(resolve_device(cfg.device))
+    with main_first():  # rank 0 creates the folder, the other processes open it
+        if is_main():
+            return create_run(out, cfg, args.overwrite, progress=not args.no_progress)
+        return open_run(out, _overrides(args), progress=False)
 
 
 def _existing_run(args: argparse.Namespace):
@@ -175,17 +198,27 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     run = _new_run(args)
     run_pretrain(run)
-    print(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
+    _say(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
     return 0
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
+    from mtgan.distributed import init_from_env
     from mtgan.pipeline import run_meta_train
 
     run = _existing_run(args)
+    init_from_env(run.device)
     run_meta_train(run)
-    print(f"meta-trained: {run.path('meta', 'model.safetensors')}")
+    _say(f"meta-trained: {run.path('meta', 'model.safetensors')}")
     return 0
+
+
+def _say(line: str) -> None:
+    """Print from the main process only (under torchrun the others stay quiet)."""
+    from mtgan.distributed import is_main
+
+    if is_main():
+        print(line)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from mtgan.config import Config, load_config
 from mtgan.data import ClassDataset, EpisodeSampler, Task, load_splits
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import check_task_fits
+from mtgan.distributed import is_main
 from mtgan.errors import MtganError
 from mtgan.metrics import Evaluator
 from mtgan.nn.gan import ConditionalGAN
@@ -95,10 +96,11 @@ def run_pretrain(run: Run) -> ConditionalGAN:
     start = time.perf_counter()
     run.histories["pretrain"] = pretrain(gan, train, run.cfg, run.device, run.progress)
     run.timings["pretrain_s"] = time.perf_counter() - start
-    save_gan(gan, run.path("pretrain", "model.safetensors"), train.classes, phase="pretrain")
-    rng = torch.Generator().manual_seed(run.cfg.seed)
-    shown = _pretrain_preview(gan, rng, run.device)
-    save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
+    if is_main():  # under torchrun every process holds the same model; one writes it
+        save_gan(gan, run.path("pretrain", "model.safetensors"), train.classes, phase="pretrain")
+        rng = torch.Generator().manual_seed(run.cfg.seed)
+        shown = _pretrain_preview(gan, rng, run.device)
+        save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
     return gan
 
 
@@ -111,7 +113,8 @@ def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGA
         gan, run.data()["train"], run.cfg, run.device, run.progress
     )
     run.timings["meta_train_s"] = time.perf_counter() - start
-    save_gan(gan, run.path("meta", "model.safetensors"), phase="meta-train")
+    if is_main():
+        save_gan(gan, run.path("meta", "model.safetensors"), phase="meta-train")
     return gan
 
 
