@@ -1,4 +1,8 @@
-"""The vectorised meta-batch (eq. 10-11 for T tasks at once) against a loop over the tasks."""
+"""The fast paths compute what the plain ones do: the batched meta-batch (eq. 10-11 for T tasks
+at once) against a loop over the tasks, adaptation with FE(support) computed once against the
+plain GAN step, and the channels-last layout against the default one."""
+
+import copy
 
 import pytest
 import torch
@@ -6,8 +10,11 @@ import torch
 from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.nn.ss import is_ss_parameter
+from mtgan.phases.adapt import adapt
+from mtgan.phases.common import noise, to_device
 from mtgan.phases.meta_train import stack_tasks, task_meta_gradient
 from mtgan.phases.pretrain import build_gan
+from mtgan.phases.step import Update, gan_step, trainable_params
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
@@ -66,3 +73,29 @@ def test_tasks_keep_their_own_heads(toy_dataset):
     heads_swapped, _, _ = task_meta_gradient(gan, swapped, cfg)
     for name in heads:
         torch.testing.assert_close(heads_swapped[name][0], heads[name][1])
+
+
+def _plain_adapt(gan, task, cfg, seed):
+    """Eq. 10 with the plain GAN step: FE(support) recomputed every step."""
+    gan = copy.deepcopy(gan)
+    params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
+    upd_d = Update(gan.names("cf"), cfg.adapt.lr, cfg.adapt.optimizer)
+    upd_g = Update(gan.names("nm"), cfg.adapt.lr, cfg.adapt.optimizer)
+    rng, real = torch.Generator().manual_seed(seed), to_device(task.support, CPU)
+    for _ in range(cfg.adapt.steps):
+        z = noise(len(real), gan.generator.z_dim, rng, CPU)
+        params, _ = gan_step(gan, params, real, task.support_labels, z, upd_d, upd_g)
+    return gan
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptation_equals_the_plain_gan_step(toy_dataset, channels_last):
+    cfg, gan, _ = _setup(toy_dataset, False)
+    cfg.speed.channels_last = channels_last
+    task = EpisodeSampler(toy_dataset, 3, 2, 0, seed=6).sample()
+    fast, _ = adapt(gan, task.support, task.support_labels, cfg, CPU, seed=3)
+    plain = _plain_adapt(gan, task, cfg, seed=3)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if channels_last else {"rtol": 1e-6, "atol": 1e-7}
+    for name, value in plain.state_dict().items():
+        assert torch.allclose(fast.state_dict()[name], value, **tol), name
+    assert not torch.allclose(fast.generator.nm.weight, gan.generator.nm.weight)
