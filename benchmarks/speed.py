@@ -163,9 +163,13 @@ def adaptation(cfg: Config, device: torch.device, steps: int, reps: int) -> dict
     cfg.adapt.steps = steps
     gan = _meta_gan(cfg, device)
     task = EpisodeSampler(synthetic_dataset(cfg), cfg.task.n_way, cfg.task.k_shot, 1, 0).sample()
-    run = lambda: adapt(gan, task.support, task.support_labels, cfg, device)  # noqa: E731
-    seconds = best_of(reps, run, device) * full / steps
-    return {"adapt_s": seconds, "adapt_steps_timed": steps, "figr_adapt_s": figr_adaptation(task)}
+    bf16 = copy.deepcopy(cfg)
+    bf16.speed.precision = "bf16"
+    seconds = {}
+    for key, c in (("adapt_s", cfg), ("adapt_bf16_s", bf16)):
+        run = lambda c=c: adapt(gan, task.support, task.support_labels, c, device)  # noqa: E731
+        seconds[key] = best_of(reps, run, device) * full / steps
+    return seconds | {"adapt_steps_timed": steps, "figr_adapt_s": figr_adaptation(task)}
 
 
 def figr_adaptation(task) -> float | None:
@@ -352,6 +356,7 @@ def ratios(r: dict) -> list[tuple[str, str]]:
             + (" (extrapolated)" if r["quick"] else "")
             + ("; FIGR n/a" if r["figr_adapt_s"] is None else f"; FIGR {r['figr_adapt_s']:.2f}"),
         ),
+        ("adaptation: fp32 / bf16 autocast (time)", f"{r['adapt_s'] / r['adapt_bf16_s']:.2f}"),
         (
             "meta-training: first- / second-order (tasks/s)",
             f"{rate('meta_first_order_tasks_per_s') / rate('meta_second_order_tasks_per_s'):.1f}"
