@@ -192,11 +192,14 @@ def gan_step(
     fake_features = features(gan, params, fake)
     if real_features is None:
         real_features = features(gan, params, real)
+    # No detach: gradients are taken with respect to D's parameters only, and second-order
+    # meta-gradients need the path from scale and shift through the generated images.
     real_logits = classify(gan, params, real_features)
     loss_d = discriminator_loss(real_logits, labels, classify(gan, params, fake_features))
     params = _descend(params, loss_d, update_d)
     if any(n.startswith("discriminator.fe.") for n in update_d.names):
         fake_features = features(gan, params, fake)  # D's step moved FE (pretraining)
+    # Otherwise D's step changed CF only, and FE(fake) serves G's step as it is.
     loss_g = generator_loss(classify(gan, params, fake_features), labels, objective)
     params = _descend(params, loss_g, update_g)
     return params, {"loss_d": loss_d.mean().item(), "loss_g": loss_g.mean().item()}
