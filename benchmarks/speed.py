@@ -139,11 +139,15 @@ def pretrain_step_flops(gan, data: ClassDataset, cfg: Config, device: torch.devi
     return float(counter.get_total_flops())
 
 
-def matmul_peak(device: torch.device, n: int, reps: int) -> float:
-    """FLOP/s of an n x n fp32 matmul, best of ``reps`` (this machine's practical peak)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    return 2 * n**3 / best_of(reps, lambda: a @ b, device)
+def matmul_peak(device: torch.device, sizes: tuple[int, ...], reps: int) -> float:
+    """FLOP/s of n x n fp32 matmuls, the best over ``sizes`` and ``reps`` (this machine's
+    practical peak)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a @ b
+        best = max(best, 2 * n**3 / best_of(reps, lambda: a @ b, device))  # noqa: B023
+    return best
 
 
 # --- adaptation and meta-training ------------------------------------------------------------
@@ -153,7 +157,8 @@ def _meta_gan(cfg: Config, device: torch.device):
     torch.manual_seed(0)
     gan = build_gan(cfg, CLASSES)
     gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
-    return place(gan, cfg, device).eval()
+    place(gan, cfg, device).freeze_backbone()
+    return gan
 
 
 def adaptation(cfg: Config, device: torch.device, steps: int, reps: int) -> dict:
@@ -182,16 +187,16 @@ def figr_adaptation(task) -> float | None:
     return None  # wire in: time FIGR's adaptation to task.support / task.support_labels
 
 
-def meta_tasks_per_s(cfg: Config, device: torch.device, outer_steps: int, **speed) -> float:
-    """Meta-training tasks per second over ``outer_steps`` outer steps (after one warm-up)."""
+def meta_tasks_per_s(
+    cfg: Config, device: torch.device, outer_steps: int, reps: int = 2, **speed
+) -> float:
+    """Meta-training tasks per second over ``outer_steps`` outer steps, best of ``reps``."""
     cfg = copy.deepcopy(cfg)
     for key, value in speed.items():
         section, name = key.split("__")
         setattr(getattr(cfg, section), name, value)
-    cfg.meta.steps = 1
     data = synthetic_dataset(cfg)
     gan = _meta_gan(cfg, device)
-    meta_train(gan, data, cfg, device)  # warm-up, and sets up the heads
     sampler = EpisodeSampler(data, cfg.task.n_way, cfg.task.k_shot, cfg.task.q_query, 1)
     outer = {
         side: Update(gan.names(f"ss_{side}"), cfg.meta.outer_lr, "adam", (0.9, 0.999))
@@ -199,31 +204,33 @@ def meta_tasks_per_s(cfg: Config, device: torch.device, outer_steps: int, **spee
     }
     rng = torch.Generator().manual_seed(0)
     batches = [[sampler.sample() for _ in range(cfg.meta.meta_batch)] for _ in range(outer_steps)]
-    seconds = timed(lambda: [meta_step(gan, b, cfg, outer, rng, device) for b in batches], device)
-    return outer_steps * cfg.meta.meta_batch / seconds
+    run = lambda: [meta_step(gan, b, cfg, outer, rng, device) for b in batches]  # noqa: E731
+    return outer_steps * cfg.meta.meta_batch / best_of(reps, run, device)
 
 
-def _process_worker(rank: int, world: int, init: str, cfg: Config, steps: int, out) -> None:
+def _process_worker(
+    rank: int, world: int, init: str, cfg: Config, steps: int, reps: int, out
+) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     try:
-        rate = meta_tasks_per_s(cfg, torch.device("cpu"), steps)
+        rate = meta_tasks_per_s(cfg, torch.device("cpu"), steps, reps)
         if rank == 0:
             out.put(rate)
     finally:
         dist.destroy_process_group()
 
 
-def two_processes(cfg: Config, steps: int) -> float:
+def two_processes(cfg: Config, steps: int, reps: int) -> float:
     """Meta-training tasks/s of 2 CPU processes of 1 thread each (gloo), as torchrun runs it."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init = os.path.join(tmp, "init")
         procs = [
-            ctx.Process(target=_process_worker, args=(r, 2, init, cfg, steps, out))
+            ctx.Process(target=_process_worker, args=(r, 2, init, cfg, steps, reps, out))
             for r in range(2)
         ]
         for p in procs:
@@ -234,26 +241,28 @@ def two_processes(cfg: Config, steps: int) -> float:
     return rate
 
 
-def meta_training(cfg: Config, device: torch.device, steps: int, threads: int) -> dict:
+def meta_training(cfg: Config, device: torch.device, steps: int, reps: int, threads: int) -> dict:
     """First- against second-order, batched against looped tasks, processes against threads."""
     so = max(1, steps // 2)
     result = {
-        "meta_first_order_tasks_per_s": meta_tasks_per_s(cfg, device, steps),
-        "meta_second_order_tasks_per_s": meta_tasks_per_s(cfg, device, so, meta__second_order=True),
+        "meta_first_order_tasks_per_s": meta_tasks_per_s(cfg, device, steps, reps),
+        "meta_second_order_tasks_per_s": meta_tasks_per_s(
+            cfg, device, 1, reps=1, meta__second_order=True
+        ),
         "meta_batch8_loop_tasks_per_s": meta_tasks_per_s(
-            cfg, device, so, meta__meta_batch=8, speed__tasks_at_once=1
+            cfg, device, so, reps, meta__meta_batch=8, speed__tasks_at_once=1
         ),
         "meta_batch8_batched_tasks_per_s": meta_tasks_per_s(
-            cfg, device, so, meta__meta_batch=8, speed__tasks_at_once=8
+            cfg, device, so, reps, meta__meta_batch=8, speed__tasks_at_once=8
         ),
     }
     if device.type == "cpu":
         torch.set_num_threads(1)
-        result["meta_1proc_1thread_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps)
+        result["meta_1proc_1thread_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps, reps)
         torch.set_num_threads(2)
-        result["meta_1proc_2threads_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps)
+        result["meta_1proc_2threads_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps, reps)
         torch.set_num_threads(threads)
-        result["meta_2proc_1thread_tasks_per_s"] = two_processes(cfg, steps)
+        result["meta_2proc_1thread_tasks_per_s"] = two_processes(cfg, steps, reps)
     return result
 
 
@@ -326,10 +335,11 @@ def measure(quick: bool, device: torch.device, threads: int) -> dict:
     reps = 2 if quick else 3
     result: dict = {"machine": machine(device, threads), "quick": quick}
     result |= pretraining(cfg, device, steps["pretrain"], reps)
-    result["matmul_peak_flop_per_s"] = matmul_peak(device, 1024 if quick else 2048, reps)
+    sizes = (1024,) if quick else (1024, 2048)
+    result["matmul_peak_flop_per_s"] = matmul_peak(device, sizes, reps)
     result |= adaptation(cfg, device, steps["adapt"], reps)
     meta_cfg = cfg if not quick else load_config(overrides=["meta.inner_steps=2"])
-    result |= meta_training(meta_cfg, device, 2 if quick else 6, threads)
+    result |= meta_training(meta_cfg, device, 1 if quick else 4, 1 if quick else 2, threads)
     result["peak_memory"] = peak_memory(cfg, device, threads)
     return result
 
