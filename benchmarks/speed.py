@@ -187,10 +187,9 @@ def figr_adaptation(task) -> float | None:
     return None  # wire in: time FIGR's adaptation to task.support / task.support_labels
 
 
-def meta_tasks_per_s(
-    cfg: Config, device: torch.device, outer_steps: int, reps: int = 2, **speed
-) -> float:
-    """Meta-training tasks per second over ``outer_steps`` outer steps, best of ``reps``."""
+def meta_runner(cfg: Config, device: torch.device, outer_steps: int, **speed):
+    """A function running ``outer_steps`` outer steps of meta-training (``speed`` overrides
+    config keys, ``section__key=value``), and the number of tasks it runs."""
     cfg = copy.deepcopy(cfg)
     for key, value in speed.items():
         section, name = key.split("__")
@@ -205,7 +204,24 @@ def meta_tasks_per_s(
     rng = torch.Generator().manual_seed(0)
     batches = [[sampler.sample() for _ in range(cfg.meta.meta_batch)] for _ in range(outer_steps)]
     run = lambda: [meta_step(gan, b, cfg, outer, rng, device) for b in batches]  # noqa: E731
-    return outer_steps * cfg.meta.meta_batch / best_of(reps, run, device)
+    return run, outer_steps * cfg.meta.meta_batch
+
+
+def tasks_per_s(reps: int, device: torch.device, *runners) -> list[float]:
+    """Tasks per second of each runner, best of ``reps`` with the runners interleaved, so that
+    a change in the machine's load does not favour one of them."""
+    best = [float("inf")] * len(runners)
+    for _ in range(reps):
+        for i, (run, _) in enumerate(runners):
+            best[i] = min(best[i], timed(run, device))
+    return [tasks / seconds for (_, tasks), seconds in zip(runners, best, strict=True)]
+
+
+def meta_tasks_per_s(
+    cfg: Config, device: torch.device, outer_steps: int, reps: int = 2, **speed
+) -> float:
+    """Meta-training tasks per second over ``outer_steps`` outer steps, best of ``reps``."""
+    return tasks_per_s(reps, device, meta_runner(cfg, device, outer_steps, **speed))[0]
 
 
 def _process_worker(
@@ -249,21 +265,31 @@ def meta_training(cfg: Config, device: torch.device, steps: int, reps: int, thre
         "meta_second_order_tasks_per_s": meta_tasks_per_s(
             cfg, device, 1, reps=1, meta__second_order=True
         ),
-        "meta_batch8_loop_tasks_per_s": meta_tasks_per_s(
-            cfg, device, so, reps, meta__meta_batch=8, speed__tasks_at_once=1
-        ),
-        "meta_batch8_batched_tasks_per_s": meta_tasks_per_s(
-            cfg, device, so, reps, meta__meta_batch=8, speed__tasks_at_once=8
-        ),
     }
+    result["meta_batch8_loop_tasks_per_s"], result["meta_batch8_batched_tasks_per_s"] = tasks_per_s(
+        reps + 1,
+        device,
+        meta_runner(cfg, device, so, meta__meta_batch=8, speed__tasks_at_once=1),
+        meta_runner(cfg, device, so, meta__meta_batch=8, speed__tasks_at_once=8),
+    )
     if device.type == "cpu":
-        torch.set_num_threads(1)
-        result["meta_1proc_1thread_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps, reps)
-        torch.set_num_threads(2)
-        result["meta_1proc_2threads_tasks_per_s"] = meta_tasks_per_s(cfg, device, steps, reps)
+        run, tasks = meta_runner(cfg, device, steps)
+        one, two = tasks_per_s(reps, device, (_threads(1, run), tasks), (_threads(2, run), tasks))
         torch.set_num_threads(threads)
+        result["meta_1proc_1thread_tasks_per_s"] = one
+        result["meta_1proc_2threads_tasks_per_s"] = two
         result["meta_2proc_1thread_tasks_per_s"] = two_processes(cfg, steps, reps)
     return result
+
+
+def _threads(n: int, run):
+    """``run`` with ``n`` torch threads."""
+
+    def go():
+        torch.set_num_threads(n)
+        run()
+
+    return go
 
 
 # --- memory ----------------------------------------------------------------------------------
