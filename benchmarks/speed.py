@@ -1,6 +1,6 @@
 """Speed of every phase, as ratios measured in one run on one machine (issue #6).
 
-    python benchmarks/speed.py [--quick] [--json] [--device auto|cpu|cuda] [--threads N]
+    python benchmarks/speed.py [--quick] [--json] [--device auto|cpu|cuda] [--threads N] [--compile]
 
 Prints a table, and with ``--json`` one JSON line after it. The figures:
 
@@ -11,7 +11,9 @@ Prints a table, and with ``--json`` one JSON line after it. The figures:
   ``mtgan.baselines.figr`` exists);
 - meta-training tasks/s: first- against second-order, the batched meta-batch of 8 against the
   loop over its tasks, and (on the CPU) 2 processes of 1 thread against 1 process;
-- the peak memory of each phase (CPU: the growth of the resident set, in a fresh process).
+- the peak memory of each phase (CPU: the growth of the resident set, in a fresh process);
+- adaptation with the contiguous memory layout against channels-last, and with ``--compile``
+  what ``torch.compile`` of G and D costs and gains.
 
 Images are random (speed does not depend on them), so that nothing needs downloading.
 ``--quick`` (under a minute) times fewer steps and says per-task times are extrapolated.
@@ -150,6 +152,25 @@ def matmul_peak(device: torch.device, sizes: tuple[int, ...], reps: int) -> floa
     return best
 
 
+def compile_check(cfg: Config, device: torch.device, steps: int) -> dict:
+    """``torch.compile`` of G and D's forward (and its backward) on an adaptation-sized batch:
+    the compile time and the speed-up per step afterwards."""
+    gan = _meta_gan(cfg, device)
+    nm = gan.generator.nm.weight
+    n = cfg.task.n_way * cfg.task.k_shot
+    z = torch.randn(n, gan.generator.z_dim, device=device)
+    y = torch.arange(n, device=device) % cfg.task.n_way
+    forward = lambda z, y: gan.discriminator(gan.generator(z, y)).sum()  # noqa: E731
+    compiled = torch.compile(forward)
+    step = lambda f: torch.autograd.grad(f(z, y), [nm])  # noqa: E731
+    compile_s = timed(lambda: step(compiled), device)
+    step(forward)
+    eager, fast = (
+        best_of(3, lambda f=f: [step(f) for _ in range(steps)], device) for f in (forward, compiled)
+    )
+    return {"compile_s": compile_s, "compile_speedup": eager / fast}
+
+
 # --- adaptation and meta-training ------------------------------------------------------------
 
 
@@ -168,10 +189,10 @@ def adaptation(cfg: Config, device: torch.device, steps: int, reps: int) -> dict
     cfg.adapt.steps = steps
     gan = _meta_gan(cfg, device)
     task = EpisodeSampler(synthetic_dataset(cfg), cfg.task.n_way, cfg.task.k_shot, 1, 0).sample()
-    bf16 = copy.deepcopy(cfg)
-    bf16.speed.precision = "bf16"
+    bf16, contiguous = copy.deepcopy(cfg), copy.deepcopy(cfg)
+    bf16.speed.precision, contiguous.speed.channels_last = "bf16", False
     seconds = {}
-    for key, c in (("adapt_s", cfg), ("adapt_bf16_s", bf16)):
+    for key, c in (("adapt_s", cfg), ("adapt_bf16_s", bf16), ("adapt_contiguous_s", contiguous)):
         run = lambda c=c: adapt(gan, task.support, task.support_labels, c, device)  # noqa: E731
         seconds[key] = best_of(reps, run, device) * full / steps
     return seconds | {"adapt_steps_timed": steps, "figr_adapt_s": figr_adaptation(task)}
@@ -355,7 +376,7 @@ def machine(device: torch.device, threads: int) -> str:
     return f"{cpu}, {os.cpu_count()} cores; {where}; torch {torch.__version__}"
 
 
-def measure(quick: bool, device: torch.device, threads: int) -> dict:
+def measure(quick: bool, device: torch.device, threads: int, with_compile: bool) -> dict:
     cfg = load_config(overrides=[f"device={device.type}"])
     steps = {"pretrain": 5 if quick else 40, "adapt": 30 if quick else cfg.adapt.steps}
     reps = 2 if quick else 3
@@ -367,6 +388,8 @@ def measure(quick: bool, device: torch.device, threads: int) -> dict:
     meta_cfg = cfg if not quick else load_config(overrides=["meta.inner_steps=2"])
     result |= meta_training(meta_cfg, device, 1 if quick else 4, 1 if quick else 2, threads)
     result["peak_memory"] = peak_memory(cfg, device, threads)
+    if with_compile:
+        result |= compile_check(cfg, device, 20)
     return result
 
 
@@ -394,6 +417,10 @@ def ratios(r: dict) -> list[tuple[str, str]]:
         ),
         ("adaptation: fp32 / bf16 autocast (time)", f"{r['adapt_s'] / r['adapt_bf16_s']:.2f}"),
         (
+            "adaptation: contiguous / channels-last layout (time)",
+            f"{r['adapt_contiguous_s'] / r['adapt_s']:.2f}",
+        ),
+        (
             "meta-training: first- / second-order (tasks/s)",
             f"{rate('meta_first_order_tasks_per_s') / rate('meta_second_order_tasks_per_s'):.1f}"
             f" ({rate('meta_first_order_tasks_per_s'):.2f} / "
@@ -413,6 +440,13 @@ def ratios(r: dict) -> list[tuple[str, str]]:
                 f"{two / rate('meta_1proc_2threads_tasks_per_s'):.2f}",
             )
         )
+    if "compile_s" in r:
+        rows.append(
+            (
+                "torch.compile of G and D: speed-up per step (compile s)",
+                f"{r['compile_speedup']:.2f} ({r['compile_s']:.0f} s)",
+            )
+        )
     for phase, mem in r["peak_memory"].items():
         cuda = "" if mem["cuda_peak_mib"] is None else f", CUDA {mem['cuda_peak_mib']:.0f} MiB"
         rows.append((f"peak memory, {phase}", f"+{mem['rss_growth_mib']:.0f} MiB resident{cuda}"))
@@ -425,12 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile (compiling takes long)"
+    )
+    parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(), help="torch threads"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result = measure(args.quick, resolve_device(args.device), args.threads)
+    result = measure(args.quick, resolve_device(args.device), args.threads, args.compile)
     result["benchmark_s"] = time.perf_counter() - start
     width = max(len(k) for k, _ in ratios(result))
     for what, figure in ratios(result):
