@@ -63,7 +63,7 @@ class TaskBatch:
 
     ``support`` (T, n, C, H, W) and ``query`` in [-1, 1] with their slots (T, n);
     ``support_noise`` (T, inner steps, n, z_dim) and ``query_noise`` (T, q, z_dim).
-    ``batch[i]`` is task i alone (no task dimension), ``batch[a:b]`` a smaller batch.
+    ``batch[i]`` is task i alone (no task dimension), ``batch[a:b]`` (or a list) a smaller batch.
     """
 
     support: torch.Tensor
@@ -73,7 +73,7 @@ class TaskBatch:
     support_noise: torch.Tensor
     query_noise: torch.Tensor
 
-    def __getitem__(self, index: int | slice) -> TaskBatch:
+    def __getitem__(self, index: int | slice | list[int]) -> TaskBatch:
         return TaskBatch(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
