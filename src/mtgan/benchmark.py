@@ -47,7 +47,7 @@ from mtgan.phases.adapt import adapt, sample
 from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
-from mtgan.pipeline import Run, seeded_test_tasks
+from mtgan.pipeline import Run, git_commit, seeded_test_tasks
 from mtgan.report import class_rows, mean_ci_text, method_bars, save_png, side_by_side
 
 Generate = Callable[[Task, int], tuple[torch.Tensor, torch.Tensor]]
@@ -254,6 +254,7 @@ def run_benchmark(
     evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
     report: dict[str, Any] = {
         "command": command,
+        "git_commit": git_commit(),
         "machine": machine(run.device),
         "budget_s": budget,
         "evaluator": evaluator_info,
@@ -361,7 +362,9 @@ def _markdown(report: dict[str, Any], name: str) -> str:
     lines = [
         f"# Benchmark `{name}`",
         "",
-        f"`{report['command']}` on {report['machine']}. {len(report['tasks'])} test tasks; "
+        f"`{report['command']}` on {report['machine']}"
+        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
+        + f". {len(report['tasks'])} test tasks; "
         f"mean ± 95% confidence half-width over tasks; evaluator M held-out accuracy "
         f"{report['evaluator']['heldout_accuracy']:.1%}."
         + (f" It ran {report['elapsed_s'] / 60:.0f} minutes." if "elapsed_s" in report else ""),

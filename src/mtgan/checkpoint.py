@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from mtgan.distributed import is_main
 from mtgan.errors import MtganError, NumericalError
 from mtgan.nn.gan import ConditionalGAN
 
@@ -203,7 +204,8 @@ class TrainingState:
             raise self._numerical_error(f"{bad[0]} is {losses[bad[0]]}")
         self.history.append(losses)
         self.step += 1
-        if self.path is not None and self.every and self.step % self.every == 0:
+        due = self.path is not None and self.every and self.step % self.every == 0
+        if due and is_main():  # under torchrun the processes agree; one writes
             self.save()
 
     def save(self) -> None:

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        _check_launcher(args.command)
         return args.func(args) or 0
     except MtganError as exc:
         if args.debug:
@@ -58,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("meta-train", parents=[common], help="phase (b) in a run folder")
-    p.add_argument("--run", required=True, help="run folder holding pretrain/model.safetensors")
+    p.add_argument(
+        "--run",
+        "--from",  # torchrun's own parser takes --run for its --run-path
+        dest="run",
+        required=True,
+        help="run folder holding pretrain/model.safetensors",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace meta/model.safetensors")
     p.set_defaults(func=cmd_meta_train)
 
@@ -182,9 +189,19 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, _overrides(args), quick=args.quick)
 
 
+def _check_launcher(command: str) -> None:
+    from mtgan.distributed import launched
+
+    if launched() and command not in ("pretrain", "meta-train"):
+        raise MtganError(f"only pretrain and meta-train run under torchrun, not {command}")
+
+
 def _new_run(args: argparse.Namespace):
-    """A new run folder, or with ``--resume`` the stopped run to continue."""
-    from mtgan.pipeline import create_run, record
+    """A new run folder, or with ``--resume`` the stopped run to continue. Under torchrun rank 0
+    creates the folder and the other processes open it."""
+    from mtgan.distributed import init_from_env, is_main, launched, main_first
+    from mtgan.phases.common import resolve_device
+    from mtgan.pipeline import create_run, open_run, record
 
     if args.resume:
         if args.overwrite:
@@ -192,10 +209,20 @@ def _new_run(args: argparse.Namespace):
         args.run = args.resume
         run = _existing_run(args)
         run.resume = True
-        record(run, "resumed", {"command": sys.argv})
+        init_from_env(run.device)
+        if is_main():
+            record(run, "resumed", {"command": sys.argv})
         return run
+    if launched() and not args.out:
+        raise MtganError("under torchrun give the run folder with --out")
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run = create_run(out, _config(args), args.overwrite, progress=not args.no_progress)
+    cfg = _config(args)
+    init_from_env(resolve_device(cfg.device))
+    with main_first():  # rank 0 creates the folder, the other processes open it
+        if is_main():
+            run = create_run(out, cfg, args.overwrite, progress=not args.no_progress)
+        else:
+            run = open_run(out, _overrides(args), progress=False)
     run.on_nan = args.on_nan
     return run
 
@@ -247,19 +274,29 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     run = _new_run(args)
     run_pretrain(run)
-    print(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
+    _say(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
     return 0
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
+    from mtgan.distributed import init_from_env
     from mtgan.pipeline import run_meta_train
 
     run = _existing_run(args)
     _refuse_existing(run.path("meta", "model.safetensors"), args.overwrite)
     run.resume = not args.overwrite  # continue from meta/state.safetensors when present
+    init_from_env(run.device)
     run_meta_train(run)
-    print(f"meta-trained: {run.path('meta', 'model.safetensors')}")
+    _say(f"meta-trained: {run.path('meta', 'model.safetensors')}")
     return 0
+
+
+def _say(line: str) -> None:
+    """Print from the main process only (under torchrun the others stay quiet)."""
+    from mtgan.distributed import is_main
+
+    if is_main():
+        print(line)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

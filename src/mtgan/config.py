@@ -113,6 +113,21 @@ class AdaptConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How fast the phases run, not what they compute (see the README's Speed section).
+
+    ``tasks_at_once``: how many tasks of a meta-batch run their inner loops as one batched
+    computation; 0 picks the whole meta-batch on CUDA and one task at a time on the CPU, where
+    large batches measured slower. ``channels_last``: the convolutions' memory layout (faster
+    on the CPU). ``precision``: ``fp32``, or ``bf16`` autocast (meant for CUDA).
+    """
+
+    tasks_at_once: int = 0
+    channels_last: bool = True
+    precision: str = "fp32"
+
+
+@dataclass
 class EvalConfig:
     """Test tasks and samples."""
 
@@ -167,6 +182,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     figr: FigrConfig = field(default_factory=FigrConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -333,6 +349,7 @@ CHOICES = {
     "meta.head_update": ("average", "reset"),
     "adapt.optimizer": ("adam", "sgd"),
     "device": ("auto", "cpu", "cuda"),
+    "speed.precision": ("fp32", "bf16"),
 }
 POSITIVE = (
     "data.image_size",
@@ -372,6 +389,7 @@ NON_NEGATIVE = (
     "pretrain.checkpoint_every",
     "meta.checkpoint_every",
     "adapt.checkpoint_every",
+    "speed.tasks_at_once",
 )
 SEEDS = ("seed", "data.split_seed", "eval.seed")
 MAX_SEED = 2**63 - 1

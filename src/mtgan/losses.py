@@ -9,7 +9,9 @@ D's logits have N + 1 entries: the N classes and "fake" (the last). With
 - eq. 6 (generator): ``L_G = -mean_F log D_y(G(z, y))``;
 - eq. 5 (generator, the weaker option): ``L_G = -mean_F log(1 - D_{N+1}(G(z, y)))``.
 
-Means over the batch replace the paper's sums, which only rescales the learning rate.
+Means over the batch replace the paper's sums, which only rescales the learning rate. Logits
+(T, n, N + 1) with labels (T, n) give one loss per task (a vector of T means), so that a batch of
+tasks is trained at once.
 
 The FIGR baseline trains a Wasserstein GAN with gradient penalty (Gulrajani et al. 2017) on the
 same networks: with one class, its critic is D's log-odds of "real" against "fake" (a linear
@@ -33,9 +35,9 @@ def discriminator_loss(
 ) -> torch.Tensor:
     """Eq. 4: real images into their class, generated images into "fake" (the last logit)."""
     fake_class = torch.full(
-        (fake_logits.shape[0],), fake_logits.shape[1] - 1, device=fake_logits.device
+        fake_logits.shape[:-1], fake_logits.shape[-1] - 1, device=fake_logits.device
     )
-    return F.cross_entropy(real_logits, labels) + F.cross_entropy(fake_logits, fake_class)
+    return _cross_entropy(real_logits, labels) + _cross_entropy(fake_logits, fake_class)
 
 
 def generator_loss(
@@ -43,11 +45,11 @@ def generator_loss(
 ) -> torch.Tensor:
     """Eq. 6 (default): generated images of class y classified as y; eq. 5: as not fake."""
     if objective == "eq6":
-        return F.cross_entropy(fake_logits, labels)
+        return _cross_entropy(fake_logits, labels)
     if objective == "eq5":
         # log(1 - D_{N+1}) = log sum_{k <= N} softmax_k = logsumexp(real logits) - logsumexp(all)
-        not_fake = torch.logsumexp(fake_logits[:, :-1], 1) - torch.logsumexp(fake_logits, 1)
-        return -not_fake.mean()
+        not_fake = torch.logsumexp(fake_logits[..., :-1], -1) - torch.logsumexp(fake_logits, -1)
+        return -not_fake.mean(-1)
     if objective == "wgan-gp":
         return -critic(fake_logits).mean()
     raise ValueError(
@@ -85,3 +87,11 @@ def gradient_penalty(
         x.requires_grad_()
     (grad,) = torch.autograd.grad(critic_of(x).sum(), x, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[label], averaged over the last batch dimension."""
+    if labels.dim() == 1:
+        return F.cross_entropy(logits, labels)
+    per_image = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none")
+    return per_image.view(labels.shape).mean(-1)

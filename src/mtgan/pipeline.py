@@ -39,6 +39,7 @@ from mtgan.config import Config, load_config
 from mtgan.data import ClassDataset, EpisodeSampler, Task, load_splits
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import check_task_fits
+from mtgan.distributed import is_main
 from mtgan.errors import MtganError, NumericalError
 from mtgan.metrics import Evaluator
 from mtgan.nn.gan import ConditionalGAN
@@ -128,7 +129,7 @@ def provenance() -> dict[str, Any]:
     """What produced a run: versions, the git commit of the package, the command line."""
     return {
         "mtgan": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -137,7 +138,7 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The commit of the git checkout holding the package, or None outside one."""
     try:
         out = subprocess.run(
@@ -151,6 +152,8 @@ def _git_commit() -> str | None:
 
 def record(run: Run, key: str, entry: dict[str, Any]) -> None:
     """Append ``entry`` to the list ``key`` of the run's ``run.json`` (resumes, restarts)."""
+    if not is_main():
+        return
     info = _run_info(run)
     info.setdefault(key, []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
     atomic_write(run.path(RUN_INFO), json.dumps(info, indent=2))
@@ -176,9 +179,10 @@ def run_pretrain(run: Run) -> ConditionalGAN:
         return gan, pretrain(gan, train, cfg, run.device, run.progress, state)
 
     gan, info = _train(run, run.path("pretrain"), "pretrain", attempt)
-    rng = torch.Generator().manual_seed(run.cfg.seed)
-    shown = _pretrain_preview(gan, rng, run.device)
-    save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
+    if is_main():  # under torchrun every process holds the same model; one writes it
+        rng = torch.Generator().manual_seed(run.cfg.seed)
+        shown = _pretrain_preview(gan, rng, run.device)
+        save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
     _keep(run, "pretrain", info)
     _save_phase(gan, run.path("pretrain"), "pretrain", info, train.classes)
     return gan
@@ -274,7 +278,10 @@ def _save_phase(
     classes: list[str] | None = None,
 ) -> None:
     """The model (losses, seconds and learning-rate factor in its header), written last: a
-    phase is finished when it exists. Then the state it was resumable from goes."""
+    phase is finished when it exists. Then the state it was resumable from goes. Under torchrun
+    only the main process writes."""
+    if not is_main():
+        return
     save_gan(gan, folder / MODEL_FILE, classes, phase=phase, **info)
     (folder / STATE_FILE).unlink(missing_ok=True)
     (folder / LR_SCALE_FILE).unlink(missing_ok=True)

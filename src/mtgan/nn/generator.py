@@ -95,8 +95,11 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Images for noise ``z`` (n, z_dim) and class indices ``labels`` (n,)."""
-        onehot = F.one_hot(labels, self.n_classes).to(z.dtype)
-        return self.ic(self.nm(torch.cat([z, onehot], dim=1)))
+        return self.ic(self.nm(self.nm_input(z, labels)))
+
+    def nm_input(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """NM's input: ``z`` (..., z_dim) concatenated with the one-hot ``labels`` (...)."""
+        return torch.cat([z, F.one_hot(labels, self.n_classes).to(z.dtype)], dim=-1)
 
 
 @torch.no_grad()

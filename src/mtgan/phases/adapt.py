@@ -10,8 +10,8 @@ import torch
 from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, state_identity, to_device
-from mtgan.phases.step import Update, gan_step, trainable_params
+from mtgan.phases.common import autocast, noise, place, progress_bar, state_identity, to_device
+from mtgan.phases.step import Update, features, gan_step, trainable_params
 
 _TRAINED = {"heads": ("cf", "nm"), "all": ("d", "g")}
 """The parameter groups of D and of G that adaptation trains."""
@@ -45,7 +45,7 @@ def adapt(
         The adapted model and the losses of every step.
     """
     a = cfg.adapt
-    gan = copy.deepcopy(meta_gan).to(device)
+    gan = place(copy.deepcopy(meta_gan), cfg, device)
     n_way = int(labels.max()) + 1
     if n_way != gan.n_classes:
         gan.reset_heads(n_way, "pretrained")
@@ -61,12 +61,18 @@ def adapt(
         {"d": update_d, "g": update_g}, {"rng": rng},
     )  # fmt: skip
     real, labels = to_device(support, device), labels.to(device)
+    real_features = None
+    if weights == "heads":  # FE and SS are fixed: FE(support) once
+        with autocast(cfg, device):
+            real_features = features(gan, params, real)
     with progress_bar(a.steps, "adapt", progress, state.step) as bar:
         for _ in range(state.step, a.steps):
-            z = noise(len(real), gan.generator.z_dim, rng, device)
-            params, losses = gan_step(
-                gan, params, real, labels, z, update_d, update_g, cfg.model.objective
-            )
+            z = noise(len(labels), gan.generator.z_dim, rng, device)
+            with autocast(cfg, device):
+                params, losses = gan_step(
+                    gan, params, real, labels, z, update_d, update_g, cfg.model.objective,
+                    real_features=real_features,
+                )  # fmt: skip
             state.record(losses)
             bar.update()
     gan.requires_grad_(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -10,9 +11,12 @@ from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler, Task
+from mtgan.distributed import all_reduce_sum, shard
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import noise, progress_bar, state_identity, to_device
-from mtgan.phases.step import Params, Update, gan_losses, gan_step
+from mtgan.phases.common import autocast, noise, place, progress_bar, state_identity, to_device
+from mtgan.phases.step import Params, Update, features, gan_losses, gan_step
+
+LOSSES = ("query_loss_d", "query_loss_g")
 
 
 def meta_train(
@@ -38,7 +42,7 @@ def meta_train(
     """
     m = cfg.meta
     gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
-    gan.to(device).freeze_backbone()
+    place(gan, cfg, device).freeze_backbone()
     sampler = EpisodeSampler(dataset, cfg.task.n_way, cfg.task.k_shot, cfg.task.q_query, cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     outer = {
@@ -62,6 +66,43 @@ def meta_train(
     return state.history
 
 
+@dataclass
+class TaskBatch:
+    """Tasks stacked along a leading task dimension T, with the noise of their inner loops.
+
+    ``support`` (T, n, C, H, W) and ``query`` in [-1, 1] with their slots (T, n);
+    ``support_noise`` (T, inner steps, n, z_dim) and ``query_noise`` (T, q, z_dim).
+    ``batch[i]`` is task i alone (no task dimension), ``batch[a:b]`` (or a list) a smaller batch.
+    """
+
+    support: torch.Tensor
+    support_labels: torch.Tensor
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    support_noise: torch.Tensor
+    query_noise: torch.Tensor
+
+    def __getitem__(self, index: int | slice | list[int]) -> TaskBatch:
+        return TaskBatch(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def stack_tasks(
+    tasks: list[Task], inner_steps: int, z_dim: int, rng: torch.Generator, device: torch.device
+) -> TaskBatch:
+    """The tasks on ``device``, stacked, with all their noise drawn from ``rng`` up front:
+    every inner step's support noise, task by task, then every task's query noise."""
+    t, n, q = len(tasks), len(tasks[0].support), len(tasks[0].query)
+    stack = torch.stack
+    return TaskBatch(
+        to_device(stack([task.support for task in tasks]), device),
+        stack([task.support_labels for task in tasks]).to(device),
+        to_device(stack([task.query for task in tasks]), device),
+        stack([task.query_labels for task in tasks]).to(device),
+        noise(t * inner_steps * n, z_dim, rng, device).view(t, inner_steps, n, z_dim),
+        noise(t * q, z_dim, rng, device).view(t, q, z_dim),
+    )
+
+
 def meta_step(
     gan: ConditionalGAN,
     tasks: list[Task],
@@ -70,56 +111,90 @@ def meta_step(
     rng: torch.Generator,
     device: torch.device,
 ) -> dict[str, float]:
-    """One outer step of Algorithm 1 over a meta-batch of tasks."""
+    """One outer step of Algorithm 1 over a meta-batch of tasks.
+
+    The tasks' inner loops run ``speed.tasks_at_once`` at a time as one batched computation
+    (:func:`task_meta_gradient`). Under torchrun every process takes a share of the tasks and
+    the sums of SS gradients (eq. 11), adapted heads (eq. 12) and query losses are all-reduced,
+    so that every process takes the step that one process would.
+    """
+    batch = stack_tasks(tasks, cfg.meta.inner_steps, gan.generator.z_dim, rng, device)
+    mine, at_once = shard(len(tasks), "meta.meta_batch"), tasks_at_once(cfg, device)
+    with autocast(cfg, device):
+        parts = [
+            task_meta_gradient(gan, batch[i : min(i + at_once, mine.stop)], cfg)
+            for i in range(mine.start, mine.stop, at_once)
+        ]
+    heads, grads, losses = _sum_over_tasks(parts)
+    sums = [*heads.values(), *grads["g"], *grads["d"], losses]
+    all_reduce_sum(sums)
+    for t in sums:
+        t.div_(len(tasks))
     base = dict(gan.named_parameters())
-    grads = {side: [torch.zeros_like(base[n]) for n in outer[side].names] for side in "gd"}
-    heads, losses = [], {"query_loss_d": 0.0, "query_loss_g": 0.0}
-    for task in tasks:
-        adapted, task_grads, task_losses = task_meta_gradient(gan, task, cfg, rng, device)
-        heads.append(adapted)
-        for side in "gd":
-            for acc, g in zip(grads[side], task_grads[side], strict=True):
-                acc.add_(g, alpha=1 / len(tasks))
-        for key in losses:
-            losses[key] += task_losses[key] / len(tasks)
     for side in "gd":
         outer[side](base, grads[side])  # eq. 11
-    average_heads(gan, heads)  # eq. 12
-    return losses
+    average_heads(gan, [heads])  # eq. 12 (the sums over tasks are means now)
+    return dict(zip(LOSSES, losses.tolist(), strict=True))
+
+
+def _sum_over_tasks(parts: list) -> tuple[Params, dict[str, list[torch.Tensor]], torch.Tensor]:
+    """Adapted heads, SS gradients and query losses of chunks of tasks, summed over the tasks."""
+    heads = {n: sum(part[0][n].sum(0) for part in parts) for n in parts[0][0]}
+    grads = {s: [sum(g) for g in zip(*(p[1][s] for p in parts), strict=True)] for s in "gd"}
+    losses = torch.stack([sum(part[2][k] for part in parts) for k in LOSSES]).detach()
+    return heads, grads, losses
+
+
+def tasks_at_once(cfg: Config, device: torch.device) -> int:
+    """``speed.tasks_at_once``, with 0 resolved: the whole meta-batch on CUDA, one task at a time
+    on the CPU (where the batched convolutions measured slower than a loop over tasks)."""
+    if cfg.speed.tasks_at_once:
+        return cfg.speed.tasks_at_once
+    return cfg.meta.meta_batch if device.type == "cuda" else 1
 
 
 def task_meta_gradient(
-    gan: ConditionalGAN, task: Task, cfg: Config, rng: torch.Generator, device: torch.device
-) -> tuple[Params, dict[str, tuple[torch.Tensor, ...]], dict[str, float]]:
-    """Eq. 10 then eq. 11's gradient for one task.
+    gan: ConditionalGAN, batch: TaskBatch, cfg: Config
+) -> tuple[Params, dict[str, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]:
+    """Eq. 10 then eq. 11's gradient, for one task or a batch of tasks at once.
 
     Inner steps train copies of NM (by L_G) and CF (by L_D) on the support set; on the query
     set the adapted copies give L_G, whose gradient goes to IC's SS, and L_D, whose gradient
     goes to FE's SS. First-order treats the adapted copies as constants; second-order
-    (``meta.second_order``) differentiates through the inner steps.
+    (``meta.second_order``) differentiates through the inner steps. With a task dimension
+    (``batch`` from :func:`stack_tasks`) every task has its own copies of NM and CF and the T
+    inner loops run as one batched computation; the result equals a loop over
+    ``batch[0]``, ``batch[1]``, ... (summed).
 
     Returns:
-        The adapted NM and CF, the SS gradients by side (``g``, ``d``) and the query losses.
+        The adapted NM and CF (stacked by task), the SS gradients by side (``g``, ``d``) and
+        the query losses, each summed over the tasks.
     """
     m, objective = cfg.meta, cfg.model.objective
     base = dict(gan.named_parameters())
-    heads = {n: t.requires_grad_() for n, t in _heads(gan).items()}
+    tasks = batch.support_labels.shape[:-1]  # () for one task, (T,) for a batch
+    heads = {n: t.expand(*tasks, *t.shape).clone().requires_grad_() for n, t in _heads(gan).items()}
     params = {**base, **heads}
     inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
     inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
-    support, s_labels = to_device(task.support, device), task.support_labels.to(device)
-    for _ in range(m.inner_steps):
-        z = noise(len(support), gan.generator.z_dim, rng, device)
-        params, _ = gan_step(gan, params, support, s_labels, z, inner_d, inner_g, objective)
-    query, q_labels = to_device(task.query, device), task.query_labels.to(device)
-    z = noise(len(query), gan.generator.z_dim, rng, device)
-    loss_d, loss_g = gan_losses(gan, params, query, q_labels, z, objective)
+    support_features = features(gan, base, batch.support)  # FE and SS are fixed in eq. 10
+    for step in range(m.inner_steps):
+        z = batch.support_noise.select(-3, step)
+        params, _ = gan_step(
+            gan, params, None, batch.support_labels, z, inner_d, inner_g, objective,
+            real_features=support_features,
+        )  # fmt: skip
+    loss_d, loss_g = gan_losses(
+        gan, params, batch.query, batch.query_labels, batch.query_noise, objective
+    )
     grads = {
-        "g": torch.autograd.grad(loss_g, [base[n] for n in gan.names("ss_g")], retain_graph=True),
-        "d": torch.autograd.grad(loss_d, [base[n] for n in gan.names("ss_d")]),
+        "g": torch.autograd.grad(
+            loss_g.sum(), [base[n] for n in gan.names("ss_g")], retain_graph=True
+        ),
+        "d": torch.autograd.grad(loss_d.sum(), [base[n] for n in gan.names("ss_d")]),
     }
     adapted = {n: params[n].detach() for n in heads}
-    return adapted, grads, {"query_loss_d": loss_d.item(), "query_loss_g": loss_g.item()}
+    return adapted, grads, dict(zip(LOSSES, (loss_d.sum(), loss_g.sum()), strict=True))
 
 
 def _heads(gan: ConditionalGAN) -> Params:

@@ -9,9 +9,18 @@ import torch
 from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
+from mtgan.distributed import shard
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
-from mtgan.phases.common import noise, progress_bar, stack_classes, state_identity, to_device
+from mtgan.phases.common import (
+    autocast,
+    noise,
+    place,
+    progress_bar,
+    stack_classes,
+    state_identity,
+    to_device,
+)
 from mtgan.phases.step import Update, gan_step, trainable_params
 
 
@@ -36,7 +45,9 @@ def pretrain(
     Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. Ends by recording
     IC's BatchNorm statistics (see :func:`calibrate_batchnorm`). With ``state_path``, the loop
     saves its state every ``pretrain.checkpoint_every`` steps and continues from that file
-    when it exists (see :class:`TrainingState`); a NaN or infinite loss stops it.
+    when it exists (see :class:`TrainingState`); a NaN or infinite loss stops it. Under torchrun
+    every process takes its share of each batch and the gradients are averaged (data-parallel;
+    IC's BatchNorm normalises each process's share).
 
     Returns:
         The losses, one dict per step.
@@ -44,11 +55,12 @@ def pretrain(
     p = cfg.pretrain
     images, labels = stack_classes(dataset)
     rng = torch.Generator().manual_seed(cfg.seed)
-    gan.to(device).train()
+    place(gan, cfg, device).train()
     params = trainable_params(gan, gan.names("g") + gan.names("d"))
     betas = (p.betas[0], p.betas[1])
-    update_d = Update(gan.names("d"), p.lr, "adam", betas)
-    update_g = Update(gan.names("g"), p.lr, "adam", betas)
+    update_d = Update(gan.names("d"), p.lr, "adam", betas, data_parallel=True)
+    update_g = Update(gan.names("g"), p.lr, "adam", betas, data_parallel=True)
+    mine = shard(p.batch_size, "pretrain.batch_size", even=True)
     identity = state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels)
     state = TrainingState(
         "pretrain", state_path, p.checkpoint_every, identity, gan,
@@ -56,19 +68,14 @@ def pretrain(
     )  # fmt: skip
     with progress_bar(p.steps, "pretrain", progress, state.step) as bar:
         for _ in range(state.step, p.steps):
-            idx = torch.randint(len(images), (p.batch_size,), generator=rng)
-            z = noise(p.batch_size, gan.generator.z_dim, rng, device)
+            idx = torch.randint(len(images), (p.batch_size,), generator=rng)[mine]
+            z = noise(p.batch_size, gan.generator.z_dim, rng, device)[mine]
             real = to_device(images[idx], device)
-            params, losses = gan_step(
-                gan,
-                params,
-                real,
-                labels[idx].to(device),
-                z,
-                update_d,
-                update_g,
-                cfg.model.objective,
-            )
+            with autocast(cfg, device):
+                params, losses = gan_step(
+                    gan, params, real, labels[idx].to(device), z, update_d, update_g,
+                    cfg.model.objective,
+                )  # fmt: skip
             state.record(losses)
             bar.set_postfix(losses, refresh=False)
             bar.update()

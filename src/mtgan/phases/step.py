@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch.func import functional_call
 
+from mtgan.distributed import all_reduce_sum, world_size
 from mtgan.losses import (
     critic,
     discriminator_loss,
@@ -46,6 +47,8 @@ class Update:
         betas: Adam's moment decay rates.
         differentiable: return new tensors that keep the graph (second-order meta-learning)
             instead of updating in place.
+        data_parallel: average the gradients over the processes first (data-parallel
+            pretraining, as ``DistributedDataParallel`` does; nothing to do for one process).
     """
 
     def __init__(
@@ -56,15 +59,20 @@ class Update:
         betas: tuple[float, float] = (0.5, 0.999),
         differentiable: bool = False,
         eps: float = 1e-8,
+        data_parallel: bool = False,
     ):
         if kind not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
         self.names, self.lr, self.kind, self.betas, self.eps = list(names), lr, kind, betas, eps
-        self.differentiable = differentiable
+        self.differentiable, self.data_parallel = differentiable, data_parallel
         self.t = 0
         self.moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, params: Params, grads: Sequence[torch.Tensor]) -> Params:
+        if self.data_parallel:
+            all_reduce_sum(grads)
+            for grad in grads:
+                grad.div_(world_size())
         self.t += 1
         new = dict(params)
         for name, grad in zip(self.names, grads, strict=True):
@@ -97,14 +105,45 @@ def _sub(params: Params, prefix: str) -> Params:
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def per_task_linear(params: Params, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer (NM or CF) per task: ``weight`` (T, out, in) and ``bias`` (T, out) on
+    ``x`` (T, n, in), as one batched matmul."""
+    return torch.baddbmm(params["bias"].unsqueeze(-2), x, params["weight"].transpose(-1, -2))
+
+
 def generate(gan: ConditionalGAN, params: Params, z: torch.Tensor, labels: torch.Tensor):
-    """G(z, y) with the given parameters."""
-    return functional_call(gan.generator, _sub(params, "generator."), (z, labels))
+    """G(z, y) with the given parameters.
+
+    With ``z`` (T, n, z_dim), ``labels`` (T, n) and NM's tensors stacked by task, T tasks at
+    once: each task's NM, then IC on all the T * n images in one batch.
+    """
+    g = _sub(params, "generator.")
+    if labels.dim() == 1:
+        return functional_call(gan.generator, g, (z, labels))
+    h = per_task_linear(_sub(g, "nm."), gan.generator.nm_input(z, labels))
+    images = functional_call(gan.generator.ic, _sub(g, "ic."), (h.flatten(0, 1),))
+    return images.view(*labels.shape, *images.shape[1:])
+
+
+def features(gan: ConditionalGAN, params: Params, images: torch.Tensor) -> torch.Tensor:
+    """FE(x), shared by all tasks: images (..., C, H, W) give features (..., F)."""
+    fe = _sub(params, "discriminator.fe.")
+    flat = functional_call(gan.discriminator.fe, fe, (images.flatten(0, -4),))
+    return flat.view(*images.shape[:-3], -1)
+
+
+def classify(gan: ConditionalGAN, params: Params, feats: torch.Tensor) -> torch.Tensor:
+    """CF: D's N + 1 logits from FE's features; with features (T, n, F) and CF's tensors
+    stacked by task, T tasks at once."""
+    cf = _sub(params, "discriminator.cf.")
+    if feats.dim() == 2:
+        return functional_call(gan.discriminator.cf, cf, (feats,))
+    return per_task_linear(cf, feats)
 
 
 def discriminate(gan: ConditionalGAN, params: Params, images: torch.Tensor) -> torch.Tensor:
     """D(x)'s N + 1 logits with the given parameters."""
-    return functional_call(gan.discriminator, _sub(params, "discriminator."), (images,))
+    return classify(gan, params, features(gan, params, images))
 
 
 def gan_losses(
@@ -115,23 +154,27 @@ def gan_losses(
     z: torch.Tensor,
     objective: str = "eq6",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything."""
-    fake = generate(gan, params, z, labels)
-    loss_d = _discriminator_loss(gan, params, real, labels, fake, objective)
-    loss_g = generator_loss(discriminate(gan, params, fake), labels, objective)
-    return loss_d, loss_g
+    """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything.
+
+    With a leading task dimension (``labels`` (T, n)), one loss per task.
+    """
+    fake_logits = classify(gan, params, features(gan, params, generate(gan, params, z, labels)))
+    real_logits = discriminate(gan, params, real)
+    loss_d = discriminator_loss(real_logits, labels, fake_logits)
+    return loss_d, generator_loss(fake_logits, labels, objective)
 
 
 def gan_step(
     gan: ConditionalGAN,
     params: Params,
-    real: torch.Tensor,
+    real: torch.Tensor | None,
     labels: torch.Tensor,
     z: torch.Tensor,
     update_d: Update,
     update_g: Update,
     objective: str = "eq6",
     mix: torch.Tensor | None = None,
+    real_features: torch.Tensor | None = None,
 ) -> tuple[Params, dict[str, float]]:
     """One alternating step: D descends L_D (eq. 4), then G descends L_G (eq. 6) against it.
 
@@ -144,24 +187,39 @@ def gan_step(
         objective: ``eq6`` or ``eq5`` for L_G; ``wgan-gp`` replaces both losses by WGAN-GP's
             (the FIGR baseline), its interpolation weights drawn from ``mix``'s uniform numbers
             (one per image; the global generator when None).
+        real_features: FE(real) from :func:`features`, when FE and its scale and shift stay
+            fixed from step to step (adaptation, the inner loops of meta-training): computed
+            once by the caller, it saves an FE pass every step (``real`` is then unused).
+
+    With a leading task dimension T on ``real``, ``labels`` and ``z`` and on the tensors of NM
+    and CF, T tasks step at once (meta-training's inner loops): each task descends its own loss.
 
     Returns:
-        The parameters after the step and the two losses before it.
+        The parameters after the step and the two losses before it (the mean over tasks).
     """
     fake = generate(gan, params, z, labels)
-    loss_d = _discriminator_loss(gan, params, real, labels, fake, objective, mix)
-    params = _descend(params, loss_d, update_d)
-    loss_g = generator_loss(discriminate(gan, params, fake), labels, objective)
-    params = _descend(params, loss_g, update_g)
-    return params, {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-
-
-def _discriminator_loss(gan, params, real, labels, fake, objective, mix=None) -> torch.Tensor:
+    fake_features = features(gan, params, fake)
+    if real_features is None:
+        real_features = features(gan, params, real)
     # No detach: gradients are taken with respect to D's parameters only, and second-order
     # meta-gradients need the path from scale and shift through the generated images.
-    real_logits, fake_logits = discriminate(gan, params, real), discriminate(gan, params, fake)
-    if objective != "wgan-gp":
-        return discriminator_loss(real_logits, labels, fake_logits)
+    real_logits = classify(gan, params, real_features)
+    fake_logits = classify(gan, params, fake_features)
+    if objective == "wgan-gp":
+        loss_d = _critic_loss(gan, params, real, fake, real_logits, fake_logits, mix)
+    else:
+        loss_d = discriminator_loss(real_logits, labels, fake_logits)
+    params = _descend(params, loss_d, update_d)
+    if any(n.startswith("discriminator.fe.") for n in update_d.names):
+        fake_features = features(gan, params, fake)  # D's step moved FE (pretraining)
+    # Otherwise D's step changed CF only, and FE(fake) serves G's step as it is.
+    loss_g = generator_loss(classify(gan, params, fake_features), labels, objective)
+    params = _descend(params, loss_g, update_g)
+    return params, {"loss_d": loss_d.mean().item(), "loss_g": loss_g.mean().item()}
+
+
+def _critic_loss(gan, params, real, fake, real_logits, fake_logits, mix) -> torch.Tensor:
+    """WGAN-GP's critic loss, the gradient penalty taken at random mixes of real and fake."""
     mix = torch.rand(len(real)) if mix is None else mix
     penalty = gradient_penalty(
         lambda x: critic(discriminate(gan, params, x)), real, fake, mix.to(real.device)
@@ -170,8 +228,9 @@ def _discriminator_loss(gan, params, real, labels, fake, objective, mix=None) ->
 
 
 def _descend(params: Params, loss: torch.Tensor, update: Update) -> Params:
+    """Per-task losses are summed: each task's parameters get the gradient of its own loss."""
     inputs = [params[n] for n in update.names]
-    grads = torch.autograd.grad(loss, inputs, create_graph=update.differentiable)
+    grads = torch.autograd.grad(loss.sum(), inputs, create_graph=update.differentiable)
     return update(params, grads)
 
 
