@@ -7,8 +7,8 @@ Prints a table, and with ``--json`` one JSON line after it. The figures:
 - pretraining images/s against a minimal hand-written PyTorch loop of the same networks, batch
   and optimizer (the overhead of our abstractions);
 - the model FLOP/s of pretraining against this machine's fp32 matmul peak, measured here;
-- the adaptation wall time of one 5-way 10-shot task with the default config (and FIGR's, once
-  ``mtgan.baselines.figr`` exists);
+- the adaptation wall time of one 5-way 10-shot task with the default config, and FIGR's for the
+  same task;
 - meta-training tasks/s: first- against second-order, the batched meta-batch of 8 against the
   loop over its tasks, and (on the CPU) 2 processes of 1 thread against 1 process;
 - the peak memory of each phase (CPU: the growth of the resident set, in a fresh process);
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from mtgan.baselines.figr import build_figr, figr_sample
 from mtgan.config import Config, load_config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler
@@ -195,17 +196,17 @@ def adaptation(cfg: Config, device: torch.device, steps: int, reps: int) -> dict
     for key, c in (("adapt_s", cfg), ("adapt_bf16_s", bf16), ("adapt_contiguous_s", contiguous)):
         run = lambda c=c: adapt(gan, task.support, task.support_labels, c, device)  # noqa: E731
         seconds[key] = best_of(reps, run, device) * full / steps
-    return seconds | {"adapt_steps_timed": steps, "figr_adapt_s": figr_adaptation(task)}
+    figr = figr_adaptation(cfg, task, device, reps)
+    return seconds | {"adapt_steps_timed": steps, "figr_adapt_s": figr}
 
 
-def figr_adaptation(task) -> float | None:
-    """SLOT for FIGR (mtgan.baselines.figr, being written separately): its adaptation seconds
-    for the same task. None (printed n/a) until that module exists and is wired in here."""
-    try:
-        from mtgan.baselines import figr  # noqa: F401
-    except ImportError:
-        return None
-    return None  # wire in: time FIGR's adaptation to task.support / task.support_labels
+def figr_adaptation(cfg: Config, task, device: torch.device, reps: int) -> float:
+    """FIGR's adaptation seconds for the same task: one generator per class, each from
+    ``figr.adapt_steps`` inner steps on its K images (then its BatchNorm statistics)."""
+    torch.manual_seed(0)
+    gan = build_figr(cfg).to(device)
+    shots = task.support, task.support_labels
+    return best_of(reps, lambda: figr_sample(gan, *shots, 1, cfg, device, seed=0), device)
 
 
 def meta_runner(cfg: Config, device: torch.device, outer_steps: int, **speed):
@@ -413,7 +414,7 @@ def ratios(r: dict) -> list[tuple[str, str]]:
             "adaptation, one 5-way 10-shot task (s)",
             f"{r['adapt_s']:.2f}"
             + (" (extrapolated)" if r["quick"] else "")
-            + ("; FIGR n/a" if r["figr_adapt_s"] is None else f"; FIGR {r['figr_adapt_s']:.2f}"),
+            + f"; FIGR {r['figr_adapt_s']:.2f} (ratio {r['adapt_s'] / r['figr_adapt_s']:.2f})",
         ),
         ("adaptation: fp32 / bf16 autocast (time)", f"{r['adapt_s'] / r['adapt_bf16_s']:.2f}"),
         (
