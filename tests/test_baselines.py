@@ -106,6 +106,22 @@ def test_finetune_trains_every_weight_and_adaptation_only_the_heads(pretrained, 
             assert torch.equal(tuned[k], start[k]), k
 
 
+def test_finetune_starts_from_fresh_heads_even_with_as_many_pretraining_classes(
+    tiny_cfg, toy_dataset, task, monkeypatch
+):
+    torch.manual_seed(0)
+    gan = build_gan(tiny_cfg, 3)  # pretrained on N = 3 classes, like CIFAR-10 5-way's 5
+    pretrain(gan, toy_dataset.subset(toy_dataset.classes[:3]), tiny_cfg, CPU)
+    seen = []
+    monkeypatch.setattr(
+        "mtgan.baselines.finetune.adapt", lambda g, *a, **k: seen.append(g) or (g, [])
+    )
+    finetune(gan, task.support, task.support_labels, tiny_cfg, CPU, 0)
+    class_columns = seen[0].generator.nm.weight[:, tiny_cfg.model.z_dim :]
+    assert torch.equal(class_columns, class_columns[:, :1].expand_as(class_columns))
+    assert not torch.equal(gan.generator.nm.weight, seen[0].generator.nm.weight)
+
+
 def test_scratch_trains_a_new_gan_for_the_task_classes(tiny_cfg, task):
     gan = train_from_scratch(task.support, task.support_labels, tiny_cfg, CPU, seed=0)
     assert gan.n_classes == 3 and gan.discriminator.cf.out_features == 4
@@ -178,6 +194,12 @@ def test_report_of_a_file_that_is_not_results_is_a_usage_error(tmp_path, capsys)
     (tmp_path / "x.json").write_text("[1, 2]")
     assert main(["benchmark", "--report", str(tmp_path / "x.json")]) == 2
     assert "not a results .json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf"])
+def test_budget_must_be_a_positive_number_of_seconds(budget, capsys):
+    assert main(["benchmark", "--quick", "--budget", budget]) == 2
+    assert "--budget" in capsys.readouterr().err
 
 
 def test_unknown_method_is_a_usage_error(capsys):

@@ -362,7 +362,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(f"rewrote {Path(args.report).with_suffix('.md')} (.csv, _scores.png)")
         return 0
     methods = parse_methods(args.methods)
-    if args.budget is not None and args.budget <= 0:
+    if args.budget is not None and not 0 < args.budget < float("inf"):
         raise MtganError(f"--budget must be a positive number of seconds, got {args.budget}")
     args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
     cfg = _config(args)

@@ -1,12 +1,14 @@
 """The fine-tuning baseline: every weight of the pretrained GAN trained on the support set.
 
-Phase (c) with nothing frozen: fresh NM and CF for the N new classes (initialised as in phase c),
+Phase (c) with nothing frozen: fresh NM and CF for the N new classes (``model.head_init``, as for
+the ``frozen`` baseline, even when pretraining had N classes too),
 then IC, FE, NM and CF all trained on the K shots with ``finetune.lr`` for ``finetune.steps``.
 There is no meta-learning and scale and shift stay at identity.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import torch
@@ -26,6 +28,8 @@ def finetune(
 ) -> ConditionalGAN:
     """The pretrained GAN (not modified) fine-tuned on ``support`` (uint8) with slots ``labels``."""
     f = cfg.finetune
+    fresh = copy.deepcopy(pretrained)
+    fresh.reset_heads(int(labels.max()) + 1, cfg.model.head_init)
     tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr))
-    gan, _ = adapt(pretrained, support, labels, tuned, device, seed, weights="all")
+    gan, _ = adapt(fresh, support, labels, tuned, device, seed, weights="all")
     return gan
