@@ -26,7 +26,6 @@ import copy
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtgan.baselines.figr import build_figr, figr_sample
+from mtgan.benchmark import machine
 from mtgan.config import Config, load_config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler
@@ -366,22 +366,11 @@ def peak_memory(cfg: Config, device: torch.device, threads: int) -> dict:
 # --- report ----------------------------------------------------------------------------------
 
 
-def machine(device: torch.device, threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{threads} threads"
-    return f"{cpu}, {os.cpu_count()} cores; {where}; torch {torch.__version__}"
-
-
 def measure(quick: bool, device: torch.device, threads: int, with_compile: bool) -> dict:
     cfg = load_config(overrides=[f"device={device.type}"])
     steps = {"pretrain": 5 if quick else 40, "adapt": 30 if quick else cfg.adapt.steps}
     reps = 2 if quick else 3
-    result: dict = {"machine": machine(device, threads), "quick": quick}
+    result: dict = {"machine": machine(device), "quick": quick}
     result |= pretraining(cfg, device, steps["pretrain"], reps)
     sizes = (1024,) if quick else (1024, 2048)
     result["matmul_peak_flop_per_s"] = matmul_peak(device, sizes, reps)

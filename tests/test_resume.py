@@ -299,3 +299,14 @@ def test_run_folder_records_versions_and_command(tmp_path, pretrain_args):
     commit = info["git_commit"]
     assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
     assert (out / "config.yaml").is_file()
+
+
+def test_overwrite_removes_the_models_of_the_earlier_run(tmp_path, pretrain_args):
+    from mtgan.cli import main
+
+    out = tmp_path / "run"
+    (out / "meta").mkdir(parents=True)
+    (out / "meta" / "model.safetensors").write_bytes(b"an earlier run's meta model")
+    assert main(["pretrain", "--out", str(out), "--overwrite", *pretrain_args]) == 0
+    assert (out / "pretrain" / "model.safetensors").is_file()
+    assert not (out / "meta").exists()  # a later --resume must not take it as finished

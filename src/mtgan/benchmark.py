@@ -10,9 +10,12 @@ Methods (``METHODS``), each trained once and then run on each test task:
 - ablations of ``mtgan`` (``ABLATIONS``): SS granularity, eq. 5 against eq. 6, second order,
   and eq. 12's head averaging.
 
-Methods that start from a pretrained GAN share one pretraining of the same length. With a
+Methods that start from a pretrained GAN share one pretraining of the same length, made with the
+benchmark's own settings (an ablation changes meta-training and adaptation only). With a
 budget, every method's training gets the same number of seconds: its step counts are scaled
-from a short timed probe of each phase (scratch trains per task and is not scaled).
+from short timed probes of each phase (scratch trains per task and is not scaled), so that
+``mtgan`` (pretraining and meta-training) and ``frozen`` (pretraining only) get backbones of
+different lengths.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from mtgan.baselines.figr import build_figr, figr_meta_train, figr_sample
 from mtgan.baselines.finetune import finetune
 from mtgan.baselines.scratch import train_from_scratch
 from mtgan.checkpoint import architecture, atomic_write
-from mtgan.config import Config, with_overrides
+from mtgan.config import Config, get, with_overrides
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import Task
 from mtgan.errors import ConfigError
@@ -173,9 +176,14 @@ class Benchmark:
             cfg, [f"{_STEP_KEYS[p]}={max(1, round(_steps(cfg, p) * factor))}" for p in phases]
         )
 
-    def _seconds_per_step(self, cfg: Config, phase: str, probe: int = 5) -> float:
-        """Seconds per step of one phase, timed over ``probe`` steps on a throwaway model."""
-        short = with_overrides(cfg, [f"{_STEP_KEYS[phase]}={probe}"])
+    def _seconds_per_step(self, cfg: Config, phase: str, probes: tuple[int, int] = (2, 6)) -> float:
+        """Seconds per step of one phase on a throwaway model: the difference of two short
+        timed runs, so that set-up work (hashing, BatchNorm calibration) cancels out."""
+        short, long = (self._timed_probe(cfg, phase, n) for n in probes)
+        return max(long - short, 1e-6) / (probes[1] - probes[0])
+
+    def _timed_probe(self, cfg: Config, phase: str, steps: int) -> float:
+        short = with_overrides(cfg, [f"{_STEP_KEYS[phase]}={steps}"])
         train = self.train_set
         if phase == "figr":
             model = build_figr(short)
@@ -188,7 +196,7 @@ class Benchmark:
             run = lambda: meta_train(model, train, short, self.device)  # noqa: E731
         start = time.perf_counter()
         run()
-        return (time.perf_counter() - start) / probe
+        return time.perf_counter() - start
 
     def score(self, method: str, trained: Trained, tasks: list[Task], evaluator) -> dict[str, Any]:
         """Every test task adapted, sampled and scored; the first task's images kept for a grid."""
@@ -220,9 +228,7 @@ _STEP_KEYS = {"pretrain": "pretrain.steps", "meta": "meta.steps", "figr": "figr.
 
 
 def _steps(cfg: Config, phase: str) -> int:
-    return {"pretrain": cfg.pretrain.steps, "meta": cfg.meta.steps, "figr": cfg.figr.meta_steps}[
-        phase
-    ]
+    return get(cfg, _STEP_KEYS[phase])
 
 
 def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:
@@ -277,11 +283,16 @@ def run_benchmark(
 
 def machine(device: torch.device) -> str:
     """The hardware and software the figures come from, in words."""
-    cores = f"{os.cpu_count()} CPU cores ({platform.machine()})"
-    where = f"{cores}, torch threads {torch.get_num_threads()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    where = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
-        where = torch.cuda.get_device_name(device) + ", " + where
-    return f"{where}, torch {torch.__version__}, {platform.system()}"
+        where = f"{torch.cuda.get_device_name(device)}; {where}"
+    return f"{where}; torch {torch.__version__}, {platform.system()}"
 
 
 SHOWN = 6

@@ -205,7 +205,7 @@ class TrainingState:
         self.history.append(losses)
         self.step += 1
         due = self.path is not None and self.every and self.step % self.every == 0
-        if due and is_main():  # under torchrun the processes agree; one writes
+        if due and is_main():  # under torchrun only the main process writes
             self.save()
 
     def save(self) -> None:

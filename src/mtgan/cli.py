@@ -210,8 +210,7 @@ def _new_run(args: argparse.Namespace):
         run = _existing_run(args)
         run.resume = True
         init_from_env(run.device)
-        if is_main():
-            record(run, "resumed", {"command": sys.argv})
+        record(run, "resumed", {"command": sys.argv})
         return run
     if launched() and not args.out:
         raise MtganError("under torchrun give the run folder with --out")

@@ -51,7 +51,7 @@ def generator_loss(
         not_fake = torch.logsumexp(fake_logits[..., :-1], -1) - torch.logsumexp(fake_logits, -1)
         return -not_fake.mean(-1)
     if objective == "wgan-gp":
-        return -critic(fake_logits).mean()
+        return -critic(fake_logits).mean(-1)
     raise ValueError(
         f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}"
     )
@@ -59,7 +59,7 @@ def generator_loss(
 
 def critic(logits: torch.Tensor) -> torch.Tensor:
     """The WGAN critic's value: log (1 - D_{N+1}(x)) - log D_{N+1}(x), from D's logits."""
-    return torch.logsumexp(logits[:, :-1], 1) - logits[:, -1]
+    return torch.logsumexp(logits[..., :-1], -1) - logits[..., -1]
 
 
 def wasserstein_critic_loss(
@@ -67,7 +67,9 @@ def wasserstein_critic_loss(
 ) -> torch.Tensor:
     """WGAN-GP's critic loss: E critic(fake) - E critic(real) + lambda * penalty."""
     return (
-        critic(fake_logits).mean() - critic(real_logits).mean() + GRADIENT_PENALTY_WEIGHT * penalty
+        critic(fake_logits).mean(-1)
+        - critic(real_logits).mean(-1)
+        + GRADIENT_PENALTY_WEIGHT * penalty
     )
 
 

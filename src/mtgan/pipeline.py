@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -61,7 +62,8 @@ MODEL_FILE = "model.safetensors"
 RUN_INFO = "run.json"
 LR_SCALE_FILE = "lr_scale.json"
 MAX_NAN_RESTARTS = 3
-ON_NAN = ("stop", "restart")
+PHASE_FOLDERS = ("pretrain", "meta", "tasks")
+"""The folders whose ``model.safetensors`` mark phases as finished."""
 
 
 @dataclass
@@ -111,6 +113,8 @@ def create_run(
         )
     run = Run(root, cfg, progress)
     run.data()
+    for phase in PHASE_FOLDERS:  # --overwrite: no model of an earlier run may pass as finished
+        shutil.rmtree(root / phase, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "config.yaml", cfg.to_yaml())
     atomic_write(root / RUN_INFO, json.dumps(provenance(), indent=2))

@@ -28,7 +28,8 @@ def adapt(
     state_path: str | os.PathLike | None = None,
     weights: str = "heads",
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
-    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
+    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed
+    (``weights="all"``, the fine-tuning baseline, trains IC and FE too).
 
     Args:
         meta_gan: the meta-learned model (not modified; a copy is adapted).

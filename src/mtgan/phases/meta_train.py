@@ -31,8 +31,9 @@ def meta_train(
 
     ``gan`` is the pretrained network; its NM and CF are replaced by N-way ones first. Each
     outer step samples ``meta.meta_batch`` tasks, adapts NM and CF to every support set
-    (eq. 10), steps SS on the query sets (eq. 11) and sets NM and CF to the mean of the adapted
-    ones (eq. 12; with ``meta.head_update=reset`` they return to their initial values instead).
+    (eq. 10) and steps SS on the query sets (eq. 11). NM and CF then return to their initial
+    values (``meta.head_update=reset``, the default) or become the mean of the adapted ones
+    (``average``, eq. 12).
     IC and FE are not changed. With ``state_path``, the loop saves its state every
     ``meta.checkpoint_every`` outer steps and continues from that file when it exists (see
     :class:`TrainingState`); a NaN or infinite query loss stops it.

@@ -8,6 +8,8 @@ phase          D update             G update              data
 pretrain (a)   FE + CF              NM + IC               all training classes
 meta inner (b) CF                   NM                    a task's support set
 adapt (c)      CF                   NM                    the new task's support set
+fine-tuning    FE + CF              NM + IC               the new task's support set
+FIGR           FE + CF (WGAN-GP)    NM + IC (WGAN-GP)     one class's images
 =============  ===================  ====================  ==========================
 
 Parameters travel as a ``{name: tensor}`` dict through :func:`torch.func.functional_call`, so
@@ -219,7 +221,10 @@ def gan_step(
 
 
 def _critic_loss(gan, params, real, fake, real_logits, fake_logits, mix) -> torch.Tensor:
-    """WGAN-GP's critic loss, the gradient penalty taken at random mixes of real and fake."""
+    """WGAN-GP's critic loss, the gradient penalty taken at random mixes of real and fake
+    (one task at a time: the penalty needs the real images, not only their features)."""
+    if real is None or real.ndim != fake.ndim or fake.ndim != 4:
+        raise ValueError("wgan-gp steps one task at a time and needs the real images")
     mix = torch.rand(len(real)) if mix is None else mix
     penalty = gradient_penalty(
         lambda x: critic(discriminate(gan, params, x)), real, fake, mix.to(real.device)
