@@ -25,10 +25,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         cfg, data = load_config(overrides=OVERRIDES), make_toy_dataset()
         torch.manual_seed(0)
         gan = build_gan(cfg, len(data.classes))
-        pretrain(gan, data, cfg, CPU)
+        history = pretrain(gan, data, cfg, CPU)
         pretrained = _state(gan)
         meta_train(gan, data, cfg, CPU)
-        torch.save({"pretrained": pretrained, "meta": _state(gan)}, f"{out}.{rank}")
+        state = {"pretrained": pretrained, "meta": _state(gan), "history": history}
+        torch.save(state, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -39,6 +40,8 @@ def test_two_processes_match_one(tmp_path):
     ranks = [torch.load(f"{out}.{r}") for r in range(2)]
     for k, v in ranks[0]["pretrained"].items():
         assert torch.equal(v, ranks[1]["pretrained"][k]), f"replicas diverged in pretraining: {k}"
+    # every process records (and stops on) the losses averaged over the shards
+    assert ranks[0]["history"] == ranks[1]["history"]
     cfg, data = load_config(overrides=OVERRIDES), make_toy_dataset()
     gan = build_gan(cfg, len(data.classes))
     gan.load_state_dict(ranks[0]["pretrained"])

@@ -204,16 +204,19 @@ class TrainingState:
             raise self._numerical_error(f"{bad[0]} is {losses[bad[0]]}")
         self.history.append(losses)
         self.step += 1
-        due = self.path is not None and self.every and self.step % self.every == 0
-        if due and is_main():  # under torchrun only the main process writes
+        if self.path is not None and self.every and self.step % self.every == 0:
             self.save()
 
     def save(self) -> None:
-        """Write the state file, unless a weight is NaN or infinite (then stop)."""
+        """Write the state file, unless a weight is NaN or infinite (then stop). Under torchrun
+        every process checks its weights (they are the same everywhere, so all stop together)
+        and the main process alone writes."""
         tensors = self._tensors()
         bad = next((k for k, v in tensors.items() if _not_finite(v)), None)
         if bad is not None:
             raise self._numerical_error(f"{bad} holds NaN or Inf")
+        if not is_main():
+            return
         meta = {
             "phase": self.phase,
             "step": self.step,

@@ -72,6 +72,16 @@ def all_reduce_sum(tensors: Sequence[torch.Tensor]) -> None:
         t.copy_(part.view_as(t))
 
 
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each number averaged over the processes (the losses of data-parallel shards), so that
+    every process records, and stops on, the same values."""
+    if world_size() == 1:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    all_reduce_sum([t])
+    return dict(zip(values, (t / world_size()).tolist(), strict=True))
+
+
 @contextlib.contextmanager
 def main_first() -> Iterator[None]:
     """Rank 0 runs the block before the other processes do (creating a run folder)."""

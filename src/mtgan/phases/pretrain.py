@@ -9,7 +9,7 @@ import torch
 from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
-from mtgan.distributed import shard
+from mtgan.distributed import mean_over_processes, shard
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
 from mtgan.phases.common import (
@@ -76,7 +76,7 @@ def pretrain(
                     gan, params, real, labels[idx].to(device), z, update_d, update_g,
                     cfg.model.objective,
                 )  # fmt: skip
-            state.record(losses)
+            state.record(mean_over_processes(losses))
             bar.set_postfix(losses, refresh=False)
             bar.update()
     calibrate_batchnorm(gan.generator, p.bn_calibration_batches, p.batch_size, rng)
