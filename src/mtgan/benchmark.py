@@ -269,10 +269,12 @@ def run_benchmark(
         "config": run.cfg.to_dict(),
         "methods": {},
     }
-    grids = {"support": class_rows(tasks[0].support, tasks[0].support_labels, run.cfg.task.k_shot)}
+    scale = 1 if run.cfg.data.channels == 3 else 2  # colour grids at 2x pass 500 KB
+    support = tasks[0].support, tasks[0].support_labels
+    grids = {"support": class_rows(*support, SHOWN, scale)}
     for method in methods:
         result = bench.score(method, bench.train(method), tasks, evaluator)
-        grids[method] = class_rows(*result.pop("_first"), per_row=SHOWN)
+        grids[method] = class_rows(*result.pop("_first"), SHOWN, scale)
         report["methods"][method] = result
         report["elapsed_s"] = time.perf_counter() - start
         _write_results(report, out, grids)
@@ -296,7 +298,8 @@ def machine(device: torch.device) -> str:
 
 
 SHOWN = 6
-"""Generated images per class and method in the side-by-side grid."""
+"""Support images per class, and generated images per class and method, in the side-by-side
+grid."""
 
 REPORTED = {
     "mode_score": "Mode Score",
