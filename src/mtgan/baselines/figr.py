@@ -99,7 +99,6 @@ def figr_adapt(
     return gan
 
 
-@torch.no_grad()
 def figr_sample(
     meta_gan: ConditionalGAN,
     support: torch.Tensor,
@@ -112,9 +111,9 @@ def figr_sample(
     """``per_class`` images in [-1, 1] of every slot, each from its class's adapted generator."""
     images, slots = [], []
     for slot in range(int(labels.max()) + 1):
-        with torch.enable_grad():
-            gan = figr_adapt(meta_gan, support[labels == slot], cfg, device, seed + slot)
+        gan = figr_adapt(meta_gan, support[labels == slot], cfg, device, seed + slot)
         z = noise(per_class, gan.generator.z_dim, torch.Generator().manual_seed(seed), device)
-        images.append(gan.generator(z, torch.zeros(per_class, dtype=torch.long, device=device)))
+        with torch.no_grad():
+            images.append(gan.generator(z, torch.zeros(per_class, dtype=torch.long, device=device)))
         slots.append(torch.full((per_class,), slot))
     return torch.cat(images), torch.cat(slots)
