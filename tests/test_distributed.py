@@ -1,6 +1,10 @@
 """Two processes on the CPU (gloo) against one: data-parallel pretraining keeps the replicas
 identical, and meta-training splits the tasks yet takes the single-process steps."""
 
+import os
+import subprocess
+import sys
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -50,3 +54,22 @@ def test_two_processes_match_one(tmp_path):
         for r in range(2):
             assert torch.allclose(ranks[r]["meta"][k], v, rtol=1e-5, atol=1e-6), (r, k)
     assert any(not torch.equal(v, ranks[0]["pretrained"][k]) for k, v in _state(gan).items())
+
+
+def test_torchrun_runs_pretrain_and_meta_train_commands(tmp_path):
+    """The commands as the README launches them: two CPU processes, one run folder, and a clean
+    exit (every process leaves its process group)."""
+    run = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quick = ["--quick", "--set", "meta.meta_batch=2"]  # kept in the run's config.yaml
+    for command in (["pretrain", "--out", str(run), *quick], ["meta-train", "--from", str(run)]):
+        done = subprocess.run(
+            [*launch, "-m", "mtgan", *command, "--no-progress"], env=env, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "destroy_process_group" not in done.stderr
+    for phase in ("pretrain", "meta"):
+        assert (run / phase / "model.safetensors").is_file()
+    assert not list(run.rglob("state.safetensors")), "finished phases leave no state file"

@@ -97,6 +97,7 @@ class Benchmark:
     def __init__(self, run: Run, budget: float | None = None):
         self.run, self.cfg, self.device, self.budget = run, run.cfg, run.device, budget
         self._backbones: dict[int, tuple[ConditionalGAN, float]] = {}
+        self._step_seconds: dict[tuple[str, str], float] = {}
 
     @property
     def train_set(self):
@@ -129,8 +130,7 @@ class Benchmark:
         if method == "finetune":
             tune = lambda t, s: finetune(pre, *_shots(t), self.cfg, self.device, s)  # noqa: E731
             return Trained(self._sampled(tune), {"pretrain_s": seconds})
-        heads = copy.deepcopy(pre)
-        heads.reset_heads(self.cfg.task.n_way, self.cfg.model.head_init)
+        heads = pre.with_fresh_heads(self.cfg.task.n_way, self.cfg.model.head_init)
         return Trained(self._adapted(heads, self.cfg), {"pretrain_s": seconds})
 
     def _mtgan(self, cfg: Config) -> Trained:
@@ -178,9 +178,14 @@ class Benchmark:
 
     def _seconds_per_step(self, cfg: Config, phase: str, probes: tuple[int, int] = (2, 6)) -> float:
         """Seconds per step of one phase on a throwaway model: the difference of two short
-        timed runs, so that set-up work (hashing, BatchNorm calibration) cancels out."""
-        short, long = (self._timed_probe(cfg, phase, n) for n in probes)
-        return max(long - short, 1e-6) / (probes[1] - probes[0])
+        timed runs, so that set-up work (hashing, BatchNorm calibration) cancels out. Measured
+        once per phase and config (``frozen`` and ``finetune`` share pretraining's)."""
+        sections = ("data", "model", "task", "speed", _STEP_KEYS[phase].split(".")[0])
+        key = (phase, json.dumps({k: cfg.to_dict()[k] for k in sections}, sort_keys=True))
+        if key not in self._step_seconds:
+            short, long = (self._timed_probe(cfg, phase, n) for n in probes)
+            self._step_seconds[key] = max(long - short, 1e-6) / (probes[1] - probes[0])
+        return self._step_seconds[key]
 
     def _timed_probe(self, cfg: Config, phase: str, steps: int) -> float:
         short = with_overrides(cfg, [f"{_STEP_KEYS[phase]}={steps}"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mtgan import __version__
+from mtgan.distributed import leave
 from mtgan.errors import MtganError
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mtgan: failed: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
         return 1
+    finally:
+        leave()
 
 
 def build_parser() -> argparse.ArgumentParser:

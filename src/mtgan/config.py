@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mtgan.augment import parse_policies
 from mtgan.errors import ConfigError
 
 
@@ -104,11 +105,13 @@ class MetaConfig:
 @dataclass
 class AdaptConfig:
     """Phase (c): NM and CF trained on a new task's support set (eq. 10); a state file every
-    ``checkpoint_every`` steps (0: none)."""
+    ``checkpoint_every`` steps (0: none). ``augment``: DiffAugment policies applied to D's
+    inputs, comma-separated (``translation``, ``cutout``, ``color``; empty: none)."""
 
     steps: int = 300
     lr: float = 2e-3
     optimizer: str = "adam"
+    augment: str = ""
     checkpoint_every: int = 100
 
 
@@ -418,6 +421,10 @@ def validate(cfg: Config) -> None:
     for key in SEEDS:
         if not 0 <= get(cfg, key) <= MAX_SEED:
             raise ConfigError(f"{key} must be between 0 and 2**63 - 1, got {get(cfg, key)}")
+    try:
+        parse_policies(cfg.adapt.augment)
+    except ValueError as e:
+        raise ConfigError(f"adapt.augment: {e}") from None
     for key in ("task.q_query", "eval.samples_per_class"):
         if get(cfg, key) < 2:
             raise ConfigError(

@@ -38,6 +38,12 @@ def init_from_env(device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def leave() -> None:
+    """Leave the process group, if this process joined one (at the end of a command)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

@@ -185,8 +185,8 @@ def run_pretrain(run: Run) -> ConditionalGAN:
     gan, info = _train(run, run.path("pretrain"), "pretrain", attempt)
     if is_main():  # under torchrun every process holds the same model; one writes it
         rng = torch.Generator().manual_seed(run.cfg.seed)
-        shown = _pretrain_preview(gan, rng, run.device)
-        save_png(image_grid(shown, ncols=10), run.path("samples", "pretrain.png"))
+        shown = sample(gan, 10, rng, run.device, classes=10)[0]  # the first ten classes
+        save_png(image_grid(to_uint8(shown.cpu()), ncols=10), run.path("samples", "pretrain.png"))
     _keep(run, "pretrain", info)
     _save_phase(gan, run.path("pretrain"), "pretrain", info, train.classes)
     return gan
@@ -378,15 +378,6 @@ def run_all(run: Run) -> dict[str, Any]:
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), _report(run, metrics))
     return metrics
-
-
-def _pretrain_preview(gan: ConditionalGAN, rng: torch.Generator, device: torch.device):
-    """Ten samples of each of the first ten pretraining classes."""
-    n = min(10, gan.n_classes)
-    labels = torch.arange(n).repeat_interleave(10).to(device)
-    z = torch.randn(len(labels), gan.generator.z_dim, generator=rng).to(device)
-    with torch.no_grad():
-        return to_uint8(gan.generator(z, labels).cpu())
 
 
 def _final_losses(run: Run) -> dict[str, dict[str, float]]:

@@ -8,7 +8,6 @@ There is no meta-learning and scale and shift stay at identity.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import torch
@@ -28,8 +27,7 @@ def finetune(
 ) -> ConditionalGAN:
     """The pretrained GAN (not modified) fine-tuned on ``support`` (uint8) with slots ``labels``."""
     f = cfg.finetune
-    fresh = copy.deepcopy(pretrained)
-    fresh.reset_heads(int(labels.max()) + 1, cfg.model.head_init)
+    fresh = pretrained.with_fresh_heads(int(labels.max()) + 1, cfg.model.head_init)
     tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr))
     gan, _ = adapt(fresh, support, labels, tuned, device, seed, weights="all")
     return gan

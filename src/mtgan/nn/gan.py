@@ -7,6 +7,8 @@ for the scale and shift of every convolution.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -95,6 +97,12 @@ class ConditionalGAN(nn.Module):
             _inherit_cf(cf, d.cf)
         g.nm, d.cf = nm.to(g.nm.weight.device), cf.to(d.cf.weight.device)
         g.n_classes = d.n_classes = n_classes
+
+    def with_fresh_heads(self, n_classes: int, init: str = "pretrained") -> ConditionalGAN:
+        """A copy with fresh NM and CF (:meth:`reset_heads`); this model is left as it is."""
+        fresh = copy.deepcopy(self)
+        fresh.reset_heads(n_classes, init)
+        return fresh
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from mtgan.augment import Augment, parse_policies
 from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.nn.gan import ConditionalGAN
@@ -62,8 +63,9 @@ def adapt(
         {"d": update_d, "g": update_g}, {"rng": rng},
     )  # fmt: skip
     real, labels = to_device(support, device), labels.to(device)
+    augment = Augment(parse_policies(a.augment), rng) if a.augment else None
     real_features = None
-    if weights == "heads":  # FE and SS are fixed: FE(support) once
+    if weights == "heads" and augment is None:  # FE and SS are fixed: FE(support) once
         with autocast(cfg, device):
             real_features = features(gan, params, real)
     with progress_bar(a.steps, "adapt", progress, state.step) as bar:
@@ -72,7 +74,7 @@ def adapt(
             with autocast(cfg, device):
                 params, losses = gan_step(
                     gan, params, real, labels, z, update_d, update_g, cfg.model.objective,
-                    real_features=real_features,
+                    real_features=real_features, augment=augment,
                 )  # fmt: skip
             state.record(losses)
             bar.update()
@@ -82,10 +84,16 @@ def adapt(
 
 @torch.no_grad()
 def sample(
-    gan: ConditionalGAN, per_class: int, rng: torch.Generator, device: torch.device
+    gan: ConditionalGAN,
+    per_class: int,
+    rng: torch.Generator,
+    device: torch.device,
+    classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` generated images of every class slot, in [-1, 1], and their slots."""
+    """``per_class`` generated images of every class slot (or of the first ``classes``), in
+    [-1, 1], and their slots."""
     gan.eval()
-    labels = torch.arange(gan.n_classes).repeat_interleave(per_class).to(device)
+    shown = gan.n_classes if classes is None else min(classes, gan.n_classes)
+    labels = torch.arange(shown).repeat_interleave(per_class).to(device)
     z = noise(len(labels), gan.generator.z_dim, rng, device)
     return gan.generator(z, labels), labels

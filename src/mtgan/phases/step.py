@@ -20,7 +20,7 @@ scale and shift (second-order meta-learning).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.func import functional_call
@@ -177,6 +177,7 @@ def gan_step(
     objective: str = "eq6",
     mix: torch.Tensor | None = None,
     real_features: torch.Tensor | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[Params, dict[str, float]]:
     """One alternating step: D descends L_D (eq. 4), then G descends L_G (eq. 6) against it.
 
@@ -192,6 +193,9 @@ def gan_step(
         real_features: FE(real) from :func:`features`, when FE and its scale and shift stay
             fixed from step to step (adaptation, the inner loops of meta-training): computed
             once by the caller, it saves an FE pass every step (``real`` is then unused).
+        augment: a differentiable transformation (:class:`mtgan.augment.Augment`) applied
+            afresh to the real and to the generated images before D sees them (DiffAugment);
+            ``real_features`` must then be None.
 
     With a leading task dimension T on ``real``, ``labels`` and ``z`` and on the tensors of NM
     and CF, T tasks step at once (meta-training's inner loops): each task descends its own loss.
@@ -199,10 +203,13 @@ def gan_step(
     Returns:
         The parameters after the step and the two losses before it (the mean over tasks).
     """
-    fake = generate(gan, params, z, labels)
+    if augment is not None and real_features is not None:
+        raise ValueError("augmented real images need FE every step: pass real, not its features")
+    seen = (lambda x: x) if augment is None else augment
+    fake = seen(generate(gan, params, z, labels))
     fake_features = features(gan, params, fake)
     if real_features is None:
-        real_features = features(gan, params, real)
+        real_features = features(gan, params, seen(real))
     # No detach: gradients are taken with respect to D's parameters only, and second-order
     # meta-gradients need the path from scale and shift through the generated images.
     real_logits = classify(gan, params, real_features)
