@@ -14,7 +14,7 @@ from mtgan.baselines.finetune import finetune
 from mtgan.baselines.scratch import train_from_scratch
 from mtgan.benchmark import ABLATIONS, METHODS, REPORTED, Benchmark, with_granularity
 from mtgan.cli import main
-from mtgan.config import load_config
+from mtgan.config import load_config, with_overrides
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.losses import critic, gradient_penalty
 from mtgan.nn.ss import is_ss_parameter
@@ -122,6 +122,22 @@ def test_finetune_starts_from_fresh_heads_even_with_as_many_pretraining_classes(
     assert not torch.equal(gan.generator.nm.weight, seen[0].generator.nm.weight)
 
 
+def test_finetune_augments_only_when_asked(tiny_cfg, task, monkeypatch):
+    seen = []
+
+    def adapt(gan, support, labels, cfg, *args, **kwargs):
+        seen.append(cfg)
+        return gan, []
+
+    monkeypatch.setattr("mtgan.baselines.finetune.adapt", adapt)
+    gan = build_gan(tiny_cfg, 3)
+    augmented = with_overrides(tiny_cfg, ["adapt.augment=cutout", "finetune.augment=translation"])
+    for cfg in (with_overrides(tiny_cfg, ["adapt.augment=cutout"]), augmented):
+        finetune(gan, task.support, task.support_labels, cfg, CPU, 0)
+    assert [cfg.adapt.augment for cfg in seen] == ["", "translation"]
+    assert seen[0].adapt.steps == tiny_cfg.finetune.steps
+
+
 def test_scratch_trains_a_new_gan_for_the_task_classes(tiny_cfg, task):
     gan = train_from_scratch(task.support, task.support_labels, tiny_cfg, CPU, seed=0)
     assert gan.n_classes == 3 and gan.discriminator.cf.out_features == 4
@@ -165,7 +181,7 @@ def _check_schema(report: dict) -> None:
 
 def test_benchmark_command_writes_results(tmp_path, capsys):
     out = tmp_path / "results" / "tiny"
-    methods = "mtgan,figr,finetune,frozen,scratch,mtgan-layer"
+    methods = "mtgan,figr,finetune,frozen,scratch,mtgan-layer,finetune-augmented"
     argv = ["benchmark", "--quick", "--no-progress", "--methods", methods, "--tasks", "2"]
     assert main([*argv, "--out", str(out), *[f"--set={s}" for s in TINY[:4]]]) == 0
     report = json.loads(out.with_suffix(".json").read_text())

@@ -20,8 +20,9 @@ from tests.conftest import TINY
 CPU = torch.device("cpu")
 
 
-def _setup(toy_dataset, second_order, tasks=3):
-    cfg = load_config(overrides=TINY + [f"meta.second_order={str(second_order).lower()}"])
+def _setup(toy_dataset, second_order, tasks=3, augment=""):
+    order = f"meta.second_order={str(second_order).lower()}"
+    cfg = load_config(overrides=[*TINY, order, f"adapt.augment={augment}"])
     torch.manual_seed(0)
     gan = build_gan(cfg, 8).to(torch.get_default_dtype())
     gan.reset_heads(cfg.task.n_way)
@@ -46,8 +47,11 @@ def float64():
 
 
 @pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
-def test_vectorised_meta_batch_equals_the_loop_over_tasks(toy_dataset, second_order, float64):
-    cfg, gan, batch = _setup(toy_dataset, second_order)
+@pytest.mark.parametrize("augment", ["", "translation,cutout,color"], ids=["plain", "augmented"])
+def test_vectorised_meta_batch_equals_the_loop_over_tasks(
+    toy_dataset, second_order, augment, float64
+):
+    cfg, gan, batch = _setup(toy_dataset, second_order, augment=augment)
     heads, grads, losses = task_meta_gradient(gan, batch, cfg)
     loop = [task_meta_gradient(gan, batch[i], cfg) for i in range(3)]
     for name, stacked in heads.items():

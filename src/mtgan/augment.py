@@ -39,6 +39,23 @@ class Augment:
         return flat.reshape(images.shape)
 
 
+class TaskAugment:
+    """One :class:`Augment` per task of a task batch (T, n, C, H, W), each with its own seed
+    (``seeds`` (T,), or a 0-dimensional seed for a single task without the task dimension), so
+    that T tasks augmented at once get what each task augmented alone gets."""
+
+    def __init__(self, policies: tuple[str, ...], seeds: torch.Tensor):
+        self.batched = seeds.dim() == 1
+        self.each = [
+            Augment(policies, torch.Generator().manual_seed(int(s))) for s in seeds.reshape(-1)
+        ]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.batched:
+            return self.each[0](images)
+        return torch.stack([augment(x) for augment, x in zip(self.each, images, strict=True)])
+
+
 def _uniform(n: int, rng: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.rand(n, 1, 1, 1, generator=rng).to(like.device, like.dtype)
 

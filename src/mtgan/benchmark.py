@@ -5,10 +5,12 @@ Methods (``METHODS``), each trained once and then run on each test task:
 - ``mtgan``: Meta Transfer GAN (pretrain, meta-train SS, adapt NM and CF), the config as given;
 - ``frozen``: the same pretrained networks with fresh NM and CF adapted, no meta-learning;
 - ``finetune``: the pretrained GAN with every weight fine-tuned on the support set;
+- ``finetune-augmented``: the same with D's inputs augmented as ``mtgan``'s are in adaptation
+  (``adapt.augment``), so that the augmentation's share of ``mtgan``'s lead shows;
 - ``scratch``: the conditional GAN trained on the support set alone;
 - ``figr``: FIGR, Reptile over an unconditional WGAN-GP;
 - ablations of ``mtgan`` (``ABLATIONS``): SS granularity, eq. 5 against eq. 6, second order,
-  and eq. 12's head averaging.
+  eq. 12's head averaging, and no augmentation of D's inputs.
 
 Methods that start from a pretrained GAN share one pretraining of the same length, made with the
 benchmark's own settings (an ablation changes meta-training and adaptation only). With a
@@ -29,7 +31,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ METHODS = {
     "mtgan": "Meta Transfer GAN: pretrain, meta-train SS (eq. 10-12), adapt NM and CF",
     "frozen": "pretrain, then adapt fresh NM and CF on the frozen networks (no meta-learning)",
     "finetune": "pretrain, then fine-tune every weight on the support set",
+    "finetune-augmented": "finetune, with D's inputs augmented as mtgan's are (adapt.augment)",
     "scratch": "the conditional GAN trained on the support set alone",
     "figr": "FIGR: Reptile over an unconditional WGAN-GP, one generator per class",
 }
@@ -69,6 +72,7 @@ ABLATIONS = {
     "mtgan-eq5": ["model.objective=eq5"],
     "mtgan-second-order": ["meta.second_order=true"],
     "mtgan-eq12": ["meta.head_update=average"],
+    "mtgan-no-augment": ["adapt.augment="],
 }
 """Variants of ``mtgan``: its config with these overrides (pretraining is shared)."""
 
@@ -127,8 +131,11 @@ class Benchmark:
                 self._sampled(lambda t, s: train_from_scratch(*_shots(t), self.cfg, self.device, s))
             )
         pre, seconds = self.backbone(self._budgeted(self.cfg, ("pretrain",)))
-        if method == "finetune":
-            tune = lambda t, s: finetune(pre, *_shots(t), self.cfg, self.device, s)  # noqa: E731
+        if method.startswith("finetune"):
+            cfg = self.cfg
+            if method == "finetune-augmented":
+                cfg = replace(cfg, finetune=replace(cfg.finetune, augment=cfg.adapt.augment))
+            tune = lambda t, s: finetune(pre, *_shots(t), cfg, self.device, s)  # noqa: E731
             return Trained(self._sampled(tune), {"pretrain_s": seconds})
         heads = pre.with_fresh_heads(self.cfg.task.n_way, self.cfg.model.head_init)
         return Trained(self._adapted(heads, self.cfg), {"pretrain_s": seconds})

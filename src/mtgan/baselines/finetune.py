@@ -2,7 +2,8 @@
 
 Phase (c) with nothing frozen: fresh NM and CF for the N new classes (``model.head_init``, as for
 the ``frozen`` baseline, even when pretraining had N classes too),
-then IC, FE, NM and CF all trained on the K shots with ``finetune.lr`` for ``finetune.steps``.
+then IC, FE, NM and CF all trained on the K shots with ``finetune.lr`` for ``finetune.steps``,
+D's inputs augmented as ``finetune.augment`` says (none by default).
 There is no meta-learning and scale and shift stay at identity.
 """
 
@@ -28,6 +29,6 @@ def finetune(
     """The pretrained GAN (not modified) fine-tuned on ``support`` (uint8) with slots ``labels``."""
     f = cfg.finetune
     fresh = pretrained.with_fresh_heads(int(labels.max()) + 1, cfg.model.head_init)
-    tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr))
+    tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr, augment=f.augment))
     gan, _ = adapt(fresh, support, labels, tuned, device, seed, weights="all")
     return gan

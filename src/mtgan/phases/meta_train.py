@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from mtgan.augment import TaskAugment, parse_policies
 from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
@@ -72,7 +73,8 @@ class TaskBatch:
     """Tasks stacked along a leading task dimension T, with the noise of their inner loops.
 
     ``support`` (T, n, C, H, W) and ``query`` in [-1, 1] with their slots (T, n);
-    ``support_noise`` (T, inner steps, n, z_dim) and ``query_noise`` (T, q, z_dim).
+    ``support_noise`` (T, inner steps, n, z_dim) and ``query_noise`` (T, q, z_dim);
+    ``augment_seeds`` (T,) seed each task's augmentation of D's inputs (``adapt.augment``).
     ``batch[i]`` is task i alone (no task dimension), ``batch[a:b]`` (or a list) a smaller batch.
     """
 
@@ -82,6 +84,7 @@ class TaskBatch:
     query_labels: torch.Tensor
     support_noise: torch.Tensor
     query_noise: torch.Tensor
+    augment_seeds: torch.Tensor
 
     def __getitem__(self, index: int | slice | list[int]) -> TaskBatch:
         return TaskBatch(*(getattr(self, f.name)[index] for f in fields(self)))
@@ -91,7 +94,8 @@ def stack_tasks(
     tasks: list[Task], inner_steps: int, z_dim: int, rng: torch.Generator, device: torch.device
 ) -> TaskBatch:
     """The tasks on ``device``, stacked, with all their noise drawn from ``rng`` up front:
-    every inner step's support noise, task by task, then every task's query noise."""
+    every inner step's support noise, task by task, then every task's query noise, then every
+    task's augmentation seed."""
     t, n, q = len(tasks), len(tasks[0].support), len(tasks[0].query)
     stack = torch.stack
     return TaskBatch(
@@ -101,6 +105,7 @@ def stack_tasks(
         stack([task.query_labels for task in tasks]).to(device),
         noise(t * inner_steps * n, z_dim, rng, device).view(t, inner_steps, n, z_dim),
         noise(t * q, z_dim, rng, device).view(t, q, z_dim),
+        torch.randint(0, 2**62, (t,), generator=rng),
     )
 
 
@@ -159,7 +164,8 @@ def task_meta_gradient(
 ) -> tuple[Params, dict[str, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]:
     """Eq. 10 then eq. 11's gradient, for one task or a batch of tasks at once.
 
-    Inner steps train copies of NM (by L_G) and CF (by L_D) on the support set; on the query
+    Inner steps train copies of NM (by L_G) and CF (by L_D) on the support set, augmenting D's
+    inputs as adaptation does (``adapt.augment``, each task from its own seed); on the query
     set the adapted copies give L_G, whose gradient goes to IC's SS, and L_D, whose gradient
     goes to FE's SS. First-order treats the adapted copies as constants; second-order
     (``meta.second_order``) differentiates through the inner steps. With a task dimension
@@ -178,12 +184,16 @@ def task_meta_gradient(
     params = {**base, **heads}
     inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
     inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
-    support_features = features(gan, base, batch.support)  # FE and SS are fixed in eq. 10
+    augment, support_features = None, None
+    if cfg.adapt.augment:
+        augment = TaskAugment(parse_policies(cfg.adapt.augment), batch.augment_seeds)
+    else:  # FE and SS are fixed in eq. 10: FE(support) once
+        support_features = features(gan, base, batch.support)
     for step in range(m.inner_steps):
         z = batch.support_noise.select(-3, step)
         params, _ = gan_step(
-            gan, params, None, batch.support_labels, z, inner_d, inner_g, objective,
-            real_features=support_features,
+            gan, params, batch.support, batch.support_labels, z, inner_d, inner_g, objective,
+            real_features=support_features, augment=augment,
         )  # fmt: skip
     loss_d, loss_g = gan_losses(
         gan, params, batch.query, batch.query_labels, batch.query_noise, objective
