@@ -247,29 +247,35 @@ def meta_tasks_per_s(
 
 
 def _process_worker(
-    rank: int, world: int, init: str, cfg: Config, steps: int, reps: int, out
+    rank: int, world: int, threads: int, init: str, cfg: Config, steps: int, reps: int, out
 ) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    torch.set_num_threads(threads)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     try:
         rate = meta_tasks_per_s(cfg, torch.device("cpu"), steps, reps)
         if rank == 0:
             out.put(rate)
     finally:
-        dist.destroy_process_group()
+        if world > 1:
+            dist.destroy_process_group()
 
 
-def two_processes(cfg: Config, steps: int, reps: int) -> float:
-    """Meta-training tasks/s of 2 CPU processes of 1 thread each (gloo), as torchrun runs it."""
+def processes(cfg: Config, steps: int, reps: int, world: int, threads: int) -> float:
+    """Meta-training tasks/s of ``world`` fresh CPU processes of ``threads`` threads each (gloo
+    between them, as torchrun runs it). Every configuration starts fresh processes, so that
+    none profits from an allocator already warmed by the benchmarks before it."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init = os.path.join(tmp, "init")
         procs = [
-            ctx.Process(target=_process_worker, args=(r, 2, init, cfg, steps, reps, out))
-            for r in range(2)
+            ctx.Process(
+                target=_process_worker, args=(r, world, threads, init, cfg, steps, reps, out)
+            )
+            for r in range(world)
         ]
         for p in procs:
             p.start()
@@ -279,7 +285,7 @@ def two_processes(cfg: Config, steps: int, reps: int) -> float:
     return rate
 
 
-def meta_training(cfg: Config, device: torch.device, steps: int, reps: int, threads: int) -> dict:
+def meta_training(cfg: Config, device: torch.device, steps: int, reps: int) -> dict:
     """First- against second-order, batched against looped tasks, processes against threads."""
     so = max(1, steps // 2)
     result = {
@@ -295,23 +301,10 @@ def meta_training(cfg: Config, device: torch.device, steps: int, reps: int, thre
         meta_runner(cfg, device, so, meta__meta_batch=8, speed__tasks_at_once=8),
     )
     if device.type == "cpu":
-        run, tasks = meta_runner(cfg, device, steps)
-        one, two = tasks_per_s(reps, device, (_threads(1, run), tasks), (_threads(2, run), tasks))
-        torch.set_num_threads(threads)
-        result["meta_1proc_1thread_tasks_per_s"] = one
-        result["meta_1proc_2threads_tasks_per_s"] = two
-        result["meta_2proc_1thread_tasks_per_s"] = two_processes(cfg, steps, reps)
+        for world, threads in ((1, 1), (1, 2), (2, 1)):
+            key = f"meta_{world}proc_{threads}thread{'s' * (threads > 1)}_tasks_per_s"
+            result[key] = processes(cfg, steps, reps, world, threads)
     return result
-
-
-def _threads(n: int, run):
-    """``run`` with ``n`` torch threads."""
-
-    def go():
-        torch.set_num_threads(n)
-        run()
-
-    return go
 
 
 # --- memory ----------------------------------------------------------------------------------
@@ -376,7 +369,7 @@ def measure(quick: bool, device: torch.device, threads: int, with_compile: bool)
     result["matmul_peak_flop_per_s"] = matmul_peak(device, sizes, reps)
     result |= adaptation(cfg, device, steps["adapt"], reps)
     meta_cfg = cfg if not quick else load_config(overrides=["meta.inner_steps=2"])
-    result |= meta_training(meta_cfg, device, 1 if quick else 4, 1 if quick else 2, threads)
+    result |= meta_training(meta_cfg, device, 1 if quick else 4, 1 if quick else 2)
     result["peak_memory"] = peak_memory(cfg, device, threads)
     if with_compile:
         result |= compile_check(cfg, device, 20)
