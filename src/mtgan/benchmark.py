@@ -188,7 +188,8 @@ class Benchmark:
         timed runs, so that set-up work (hashing, BatchNorm calibration) cancels out. Measured
         once per phase and config (``frozen`` and ``finetune`` share pretraining's)."""
         sections = ("data", "model", "task", "speed", _STEP_KEYS[phase].split(".")[0])
-        key = (phase, json.dumps({k: cfg.to_dict()[k] for k in sections}, sort_keys=True))
+        settings = cfg.to_dict()
+        key = (phase, json.dumps({k: settings[k] for k in sections}, sort_keys=True))
         if key not in self._step_seconds:
             short, long = (self._timed_probe(cfg, phase, n) for n in probes)
             self._step_seconds[key] = max(long - short, 1e-6) / (probes[1] - probes[0])
