@@ -34,16 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtgan.baselines.figr import build_figr, figr_sample
-from mtgan.benchmark import machine
 from mtgan.config import Config, load_config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler
+from mtgan.methods.figr import FigrFitted, build_figr
 from mtgan.phases.adapt import adapt
 from mtgan.phases.common import place, resolve_device, stack_classes, to_device
 from mtgan.phases.meta_train import meta_step, meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
-from mtgan.phases.step import Update, gan_step, trainable_params
+from mtgan.phases.step import GanStep, Update, trainable_params
+from mtgan.runs.results import machine
 
 CLASSES = 64
 
@@ -112,7 +112,7 @@ def pretraining(cfg: Config, device: torch.device, steps: int, reps: int) -> dic
     data = synthetic_dataset(cfg)
     images, labels = stack_classes(data)
     torch.manual_seed(0)
-    gan = place(build_gan(cfg, CLASSES), cfg, device)
+    gan = place(build_gan(cfg, CLASSES), device, cfg.speed.channels_last)
     ours, theirs = [], []
     for _ in range(reps):
         a, b = copy.deepcopy(gan), copy.deepcopy(gan)
@@ -138,7 +138,7 @@ def pretrain_step_flops(gan, data: ClassDataset, cfg: Config, device: torch.devi
     z = torch.randn(b, gan.generator.z_dim, device=device)
     upd_d, upd_g = Update(gan.names("d"), 1e-4), Update(gan.names("g"), 1e-4)
     with FlopCounterMode(display=False) as counter:
-        gan_step(gan, params, real, y, z, upd_d, upd_g)
+        GanStep(gan, upd_d, upd_g)(params, real, y, z)
     return float(counter.get_total_flops())
 
 
@@ -179,7 +179,7 @@ def _meta_gan(cfg: Config, device: torch.device):
     torch.manual_seed(0)
     gan = build_gan(cfg, CLASSES)
     gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
-    place(gan, cfg, device).freeze_backbone()
+    place(gan, device, cfg.speed.channels_last).freeze_backbone()
     return gan
 
 
@@ -204,9 +204,9 @@ def figr_adaptation(cfg: Config, task, device: torch.device, reps: int) -> float
     """FIGR's adaptation seconds for the same task: one generator per class, each from
     ``figr.adapt_steps`` inner steps on its K images (then its BatchNorm statistics)."""
     torch.manual_seed(0)
-    gan = build_figr(cfg).to(device)
+    fitted = FigrFitted(build_figr(cfg).to(device), cfg, device, {})
     shots = task.support, task.support_labels
-    return best_of(reps, lambda: figr_sample(gan, *shots, 1, cfg, device, seed=0), device)
+    return best_of(reps, lambda: fitted.adapt(*shots, seed=0).sample(1, 0), device)
 
 
 def meta_runner(cfg: Config, device: torch.device, outer_steps: int, **speed):

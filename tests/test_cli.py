@@ -171,7 +171,7 @@ def test_evaluate_scores_seeded_tasks_for_either_model(tiny_run, tmp_path):
 
 
 def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
-    from mtgan.checkpoint import atomic_write
+    from mtgan.files import atomic_write
 
     path = tmp_path / "a" / "f.txt"
     atomic_write(path, "one")

@@ -21,7 +21,6 @@ from mtgan.metrics import (
     nearest_distance,
     pairwise_diversity,
     predict_probs,
-    student_t_quantile,
     train_evaluator,
 )
 
@@ -126,15 +125,6 @@ def test_class_fidelity():
 
 
 # Confidence intervals
-
-
-@pytest.mark.parametrize(
-    ("q", "dof", "table"),
-    [(0.975, 1, 12.706205), (0.975, 4, 2.776445), (0.975, 9, 2.262157), (0.995, 2, 9.924843),
-     (0.95, 30, 1.697261), (0.975, 10**6, 1.959966), (0.5, 3, 0.0)],
-)  # fmt: skip
-def test_student_t_quantile_matches_tables(q, dof, table):
-    assert student_t_quantile(q, dof) == pytest.approx(table, abs=1e-6)
 
 
 def test_mean_confidence_interval_hand_computed():

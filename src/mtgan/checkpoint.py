@@ -1,9 +1,9 @@
-"""Checkpoints: safetensors weights plus JSON metadata, written atomically; resuming.
+"""Checkpoints: safetensors tensors plus JSON metadata, written atomically; resuming.
 
-A checkpoint holds every parameter and buffer of a :class:`ConditionalGAN` and, in the
-safetensors header, the architecture needed to rebuild it, the class names of its slots and
-the phase that wrote it. A :class:`TrainingState` file holds what a phase loop needs to
-continue where it stopped. Nothing here unpickles.
+A checkpoint is tensors and, in the safetensors header, a JSON mapping (for a model: the
+architecture that rebuilds it, see :func:`mtgan.nn.gan.save_gan`). A :class:`TrainingState`
+file holds what a phase loop needs to continue where it stopped. Nothing here unpickles, and
+nothing here knows a network.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,101 +23,13 @@ from safetensors.torch import save as save_bytes
 
 from mtgan.distributed import is_main
 from mtgan.errors import MtganError, NumericalError
-from mtgan.nn.gan import ConditionalGAN
-
-ARCHITECTURE_KEYS = ("image_size", "channels", "z_dim", "g_width", "d_width", "ss_granularity")
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder, are flushed and fsynced, then the
-    file is renamed over ``path`` and the folder is fsynced.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def architecture(gan: ConditionalGAN) -> dict[str, Any]:
-    """What rebuilds ``gan``: sizes, widths, SS granularity and class count."""
-    g, d = gan.generator, gan.discriminator
-    first_conv = d.fe.layers.conv1
-    return {
-        "image_size": g.ic.image_size,
-        "channels": g.ic.channels,
-        "z_dim": g.z_dim,
-        "g_width": g.ic.width,
-        "d_width": first_conv.weight.shape[0],
-        "ss_granularity": first_conv.granularity,
-        "n_classes": gan.n_classes,
-    }
-
-
-def save_gan(
-    gan: ConditionalGAN, path: str | os.PathLike, classes: list[str] | None = None, **info: Any
-) -> None:
-    """Save weights, architecture, slot class names and any JSON-able ``info``."""
-    meta = {"architecture": architecture(gan), "classes": classes, **info}
-    save_tensors(path, gan.state_dict(), meta)
+from mtgan.files import atomic_write
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Tensors as safetensors with ``meta`` as JSON in the header, written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, save_bytes(tensors, metadata={"mtgan": json.dumps(meta)}))
-
-
-def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
-    """Rebuild a ConditionalGAN from a checkpoint; returns it and the checkpoint's metadata."""
-    tensors, meta = read_checkpoint(path)
-    try:
-        arch = meta["architecture"]
-        gan = ConditionalGAN(arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS})
-    except (KeyError, TypeError, ValueError, RuntimeError):
-        raise MtganError(f"{path} is not a GAN checkpoint (no usable architecture)") from None
-    try:
-        missing, unexpected = gan.load_state_dict(tensors, strict=False)
-    except RuntimeError:  # a tensor of the wrong shape
-        missing, unexpected = ["(tensor shapes differ)"], []
-    if missing or unexpected:
-        raise MtganError(
-            f"checkpoint {path} does not match its architecture: missing {missing[:3]}"
-        )
-    gan.requires_grad_(False)
-    return gan, meta
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -9,11 +9,26 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-
 from mtgan import __version__
-from mtgan.distributed import leave
+from mtgan.config import load_config
+from mtgan.data import DATASETS, load
+from mtgan.data.download import download
+from mtgan.distributed import init_from_env, is_main, launched, leave
 from mtgan.errors import MtganError
+from mtgan.methods import METHODS, parse_methods
+from mtgan.report import mean_ci_text, text_summary
+from mtgan.runs.benchmark import run_benchmark
+from mtgan.runs.drivers import run_meta_train, run_pretrain
+from mtgan.runs.folder import Run, new_run, open_run, record
+from mtgan.runs.pipeline import (
+    adapt_tasks,
+    adapt_to_folder,
+    fit,
+    run_all,
+    run_evaluate,
+    sample_checkpoint,
+)
+from mtgan.runs.results import results_file, rewrite_reports
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -69,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="run folder holding pretrain/model.safetensors",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace meta/model.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace meta-train/model.safetensors")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("adapt", parents=[common], help="phase (c): test tasks or your own images")
-    p.add_argument("--run", required=True, help="run folder holding meta/model.safetensors")
+    p.add_argument("--run", required=True, help="run folder holding meta-train/model.safetensors")
     p.add_argument("--images", help="folder with one subfolder of K images per class")
     p.add_argument("--out", help="output folder for --images (default RUN/adapted/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier adapted models")
@@ -91,14 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
     p.add_argument("--ways", type=int, help="N (default task.n_way)")
     p.add_argument("--shots", type=int, help="K (default task.k_shot)")
-    p.add_argument(
-        "--model",
-        choices=["meta", "pretrain"],
-        default="meta",
-        help="meta: the meta-learned model (default); pretrain: fresh NM and CF on the frozen "
-        "pretrained networks, no meta-learning",
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default="mtgan",
+        metavar="NAME",
+        help="a registered method, trained from the run's finished phases: mtgan (default, the "
+        "meta-learned model), frozen (fresh NM and CF on the frozen pretrained networks), "
+        "finetune, finetune-augmented, scratch, figr",
     )
-    p.add_argument("--out", help="output folder (default RUN/evaluations/<model>-<N>w<K>s-<T>t)")
+    which.add_argument(
+        "--model",
+        choices=list(MODEL_ALIASES),
+        help="the older spelling: meta (= --method mtgan), pretrain (= --method frozen)",
+    )
+    p.add_argument("--out", help="output folder (default RUN/evaluations/<method>-<N>w<K>s-<T>t)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
     p.set_defaults(func=cmd_evaluate)
 
@@ -108,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default="mtgan,figr,finetune,frozen,scratch",
-        help="comma-separated: mtgan, frozen, finetune, scratch, figr and the ablations "
-        "mtgan-layer, mtgan-kernel, mtgan-eq5, mtgan-second-order, mtgan-eq12 (default: the "
+        help="comma-separated registered methods: " + ", ".join(METHODS) + " (default: the "
         "method and the four baselines)",
     )
     p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
@@ -187,25 +209,16 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _config(args: argparse.Namespace):
-    from mtgan.config import load_config
-
     return load_config(args.config, _overrides(args), quick=args.quick)
 
 
 def _check_launcher(command: str) -> None:
-    from mtgan.distributed import launched
-
     if launched() and command not in ("pretrain", "meta-train"):
         raise MtganError(f"only pretrain and meta-train run under torchrun, not {command}")
 
 
-def _new_run(args: argparse.Namespace):
-    """A new run folder, or with ``--resume`` the stopped run to continue. Under torchrun rank 0
-    creates the folder and the other processes open it."""
-    from mtgan.distributed import init_from_env, is_main, launched, main_first
-    from mtgan.phases.common import resolve_device
-    from mtgan.pipeline import create_run, open_run, record
-
+def _new_run(args: argparse.Namespace) -> Run:
+    """A new run folder, or with ``--resume`` the stopped run to continue."""
     if args.resume:
         if args.overwrite:
             raise MtganError("--resume continues a run; it cannot be combined with --overwrite")
@@ -218,20 +231,12 @@ def _new_run(args: argparse.Namespace):
     if launched() and not args.out:
         raise MtganError("under torchrun give the run folder with --out")
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    cfg = _config(args)
-    init_from_env(resolve_device(cfg.device))
-    with main_first():  # rank 0 creates the folder, the other processes open it
-        if is_main():
-            run = create_run(out, cfg, args.overwrite, progress=not args.no_progress)
-        else:
-            run = open_run(out, _overrides(args), progress=False)
+    run = new_run(out, _config(args), _overrides(args), args.overwrite, not args.no_progress)
     run.on_nan = args.on_nan
     return run
 
 
-def _existing_run(args: argparse.Namespace):
-    from mtgan.pipeline import open_run
-
+def _existing_run(args: argparse.Namespace) -> Run:
     if args.config or args.quick:
         raise MtganError("a run folder keeps its own config.yaml; change keys with --set")
     run = open_run(args.run, _overrides(args), progress=not args.no_progress)
@@ -251,8 +256,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mtgan.pipeline import run_all
-
     run = _new_run(args)
     start = time.perf_counter()
     metrics = run_all(run)
@@ -263,8 +266,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(title: str, metrics: dict) -> None:
-    from mtgan.report import text_summary
-
     acc = metrics["evaluator"]["heldout_accuracy"]
     print(f"{title}over {len(metrics['tasks'])} test tasks (evaluator accuracy {acc:.1%}):")
     for line in text_summary(metrics["summary"]):
@@ -272,8 +273,6 @@ def _print_summary(title: str, metrics: dict) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from mtgan.pipeline import run_pretrain
-
     run = _new_run(args)
     run_pretrain(run)
     _say(f"pretrained: {run.path('pretrain', 'model.safetensors')}")
@@ -281,33 +280,26 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    from mtgan.distributed import init_from_env
-    from mtgan.pipeline import run_meta_train
-
     run = _existing_run(args)
-    _refuse_existing(run.path("meta", "model.safetensors"), args.overwrite)
-    run.resume = not args.overwrite  # continue from meta/state.safetensors when present
+    _refuse_existing(run.path("meta-train", "model.safetensors"), args.overwrite)
+    run.resume = not args.overwrite  # continue from meta-train/state.safetensors when present
     init_from_env(run.device)
     run_meta_train(run)
-    _say(f"meta-trained: {run.path('meta', 'model.safetensors')}")
+    _say(f"meta-trained: {run.path('meta-train', 'model.safetensors')}")
     return 0
 
 
 def _say(line: str) -> None:
     """Print from the main process only (under torchrun the others stay quiet)."""
-    from mtgan.distributed import is_main
-
     if is_main():
         print(line)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from mtgan.pipeline import adapt_to_folder, run_adapt
-
     run = _existing_run(args)
     if args.images is None:
         _refuse_existing(run.path("tasks"), args.overwrite)
-        for task in run_adapt(run):
+        for task in adapt_tasks(run, fit(run, "mtgan")):
             k = task["task"]
             print(f"task {k}: {run.path('samples', f'task_{k}.png')}")
         return 0
@@ -318,54 +310,34 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mtgan.pipeline import load_phase_model, run_evaluate
+MODEL_ALIASES = {"meta": "mtgan", "pretrain": "frozen"}
+"""``evaluate --model``, the older spelling of ``--method``."""
 
+_EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in ("tasks", "ways", "shots"):
         value = getattr(args, name)
         args.set += [] if value is None else [f"{_EVAL_KEYS[name]}={value}"]
     run = _existing_run(args)
+    method = MODEL_ALIASES[args.model] if args.model else args.method
     cfg = run.cfg
-    name = f"{args.model}-{cfg.task.n_way}w{cfg.task.k_shot}s-{cfg.eval.tasks}t"
+    name = f"{method}-{cfg.task.n_way}w{cfg.task.k_shot}s-{cfg.eval.tasks}t"
     out = Path(args.out) if args.out else run.path("evaluations", name)
     _refuse_existing(out / "metrics.json", args.overwrite)
-    gan, _ = load_phase_model(run, args.model)
-    if args.model == "pretrain":
-        gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
-    metrics = run_evaluate(run, gan, out)
+    metrics = run_evaluate(run, fit(run, method), out)
     _print_summary(f"{name} ", metrics)
     print(f"metrics: {out / 'metrics.json'}; plot: {out / 'scores.png'}")
     return 0
 
 
-_EVAL_KEYS = {"tasks": "eval.tasks", "ways": "task.n_way", "shots": "task.k_shot"}
-
-
-def _results_file(path: str) -> Path:
-    """A benchmark's results .json, checked before anything is rewritten."""
-    import json
-
-    file = Path(path)
-    try:
-        report = json.loads(file.read_text())
-        report["methods"], report["command"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise MtganError(f"{file} is not a results .json written by mtgan benchmark") from None
-    return file
-
-
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from mtgan.benchmark import parse_methods, rewrite_reports, run_benchmark
-    from mtgan.pipeline import Run
-    from mtgan.report import mean_ci_text
-
     if args.report:
-        rewrite_reports(_results_file(args.report))
+        rewrite_reports(results_file(args.report))
         print(f"rewrote {Path(args.report).with_suffix('.md')} (.csv, _scores.png)")
         return 0
     methods = parse_methods(args.methods)
-    if args.budget is not None and not 0 < args.budget < float("inf"):
-        raise MtganError(f"--budget must be a positive number of seconds, got {args.budget}")
     args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
     cfg = _config(args)
     name = Path(args.config).stem if args.config else cfg.data.name
@@ -373,20 +345,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if out.with_suffix(".json").exists() and not args.overwrite:
         raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
     run = Run(out.parent, cfg, progress=not args.no_progress)
-    command = "mtgan " + shlex.join(args.argv)
 
     def show(method: str, result: dict) -> None:
         ms, fid = result["summary"]["mode_score"], result["summary"]["fid"]
         print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}", flush=True)
 
+    command = "mtgan " + shlex.join(args.argv)
     run_benchmark(run, methods, out, command, args.budget, show)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
-    from mtgan.data import DATASETS
-
     for name, info in DATASETS.items():
         splits = "/".join(theirs for _, theirs in info.splits) or "split by classes"
         print(f"{name:15s} {info.description} [{splits}]")
@@ -394,8 +364,6 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from mtgan.data import load
-
     ds = load(args.name, args.root, args.split, strict=args.strict)
     counts = [len(ds.images_of(c)) for c in ds.classes]
     shape = tuple(ds.images_of(ds.classes[0]).shape[1:])
@@ -408,28 +376,18 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from mtgan.data.download import download
-
     for path in download(args.name, args.root):
         print(path)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from mtgan.checkpoint import load_gan
-    from mtgan.data.base import to_uint8
-    from mtgan.phases.adapt import sample
-    from mtgan.phases.common import resolve_device
-    from mtgan.report import image_grid, save_png
-
     if args.per_class < 1:
         raise MtganError(f"--per-class must be at least 1, got {args.per_class}")
-    gan, _ = load_gan(args.checkpoint)
-    device = resolve_device(args.device or "auto")
-    rng = torch.Generator().manual_seed(args.seed or 0)
-    images, _ = sample(gan.to(device), args.per_class, rng, device)
-    save_png(image_grid(to_uint8(images.cpu()), ncols=args.per_class), args.out)
-    print(f"wrote {args.out}: {gan.n_classes} classes x {args.per_class}")
+    n_classes = sample_checkpoint(
+        args.checkpoint, args.per_class, args.seed or 0, args.device or "auto", args.out
+    )
+    print(f"wrote {args.out}: {n_classes} classes x {args.per_class}")
     return 0
 
 

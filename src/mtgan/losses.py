@@ -16,18 +16,95 @@ tasks is trained at once.
 The FIGR baseline trains a Wasserstein GAN with gradient penalty (Gulrajani et al. 2017) on the
 same networks: with one class, its critic is D's log-odds of "real" against "fake" (a linear
 function of FE's features, like a one-output critic head).
+
+Each objective is an object with one interface (:class:`Objective`), so that the shared GAN
+step (:mod:`mtgan.phases.step`) takes whichever a phase or baseline needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-GENERATOR_OBJECTIVES = ("eq6", "eq5", "wgan-gp")
+from mtgan.choices import Objective as GeneratorLoss
+from mtgan.choices import allowed
+
 GRADIENT_PENALTY_WEIGHT = 10.0
 """lambda of WGAN-GP, as in Gulrajani et al. and FIGR."""
+
+Discriminate = Callable[[torch.Tensor], torch.Tensor]
+"""D as a function: images -> its N + 1 logits."""
+
+
+class Objective(Protocol):
+    """The two players' losses from D's logits; one interface for every GAN objective.
+
+    ``discriminator_loss`` also receives D as a function and the images it saw, for
+    objectives that look at D between them (WGAN-GP's gradient penalty).
+    """
+
+    def discriminator_loss(
+        self,
+        d: Discriminate,
+        real: torch.Tensor | None,
+        fake: torch.Tensor,
+        real_logits: torch.Tensor,
+        fake_logits: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+    def generator_loss(self, fake_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ClassifierObjective:
+    """The paper's objective: D by eq. 4, G by eq. 6 (``generator="eq6"``) or eq. 5.
+
+    Example:
+        >>> logits = torch.tensor([[4.0, 0.0, 0.0]])  # class 0 of N = 2, or fake
+        >>> loss = ClassifierObjective().generator_loss(logits, torch.tensor([0]))
+        >>> round(loss.item(), 4)  # -log softmax(logits)[0]
+        0.0363
+    """
+
+    generator: GeneratorLoss = "eq6"
+
+    def __post_init__(self):
+        if self.generator not in allowed(GeneratorLoss):
+            raise ValueError(
+                f"unknown generator objective {self.generator!r}; "
+                f"choose one of {allowed(GeneratorLoss)}"
+            )
+
+    def discriminator_loss(self, d, real, fake, real_logits, fake_logits, labels):
+        return discriminator_loss(real_logits, labels, fake_logits)
+
+    def generator_loss(self, fake_logits, labels):
+        return generator_loss(fake_logits, labels, self.generator)
+
+
+@dataclass
+class WassersteinGP:
+    """WGAN-GP (the FIGR baseline): the critic is D's log-odds of real against fake, the
+    gradient penalty is taken at random mixes of real and generated images whose weights are
+    drawn from ``rng`` (the global generator when None). One task at a time: the penalty needs
+    the real images, not only their features."""
+
+    rng: torch.Generator | None = None
+
+    def discriminator_loss(self, d, real, fake, real_logits, fake_logits, labels):
+        if real is None or real.ndim != fake.ndim or fake.ndim != 4:
+            raise ValueError("wgan-gp steps one task at a time and needs the real images")
+        mix = torch.rand(len(real), generator=self.rng).to(real.device)
+        penalty = gradient_penalty(lambda x: critic(d(x)), real, fake, mix)
+        return wasserstein_critic_loss(real_logits, fake_logits, penalty)
+
+    def generator_loss(self, fake_logits, labels):
+        return -critic(fake_logits).mean(-1)
 
 
 def discriminator_loss(
@@ -41,7 +118,7 @@ def discriminator_loss(
 
 
 def generator_loss(
-    fake_logits: torch.Tensor, labels: torch.Tensor, objective: str = "eq6"
+    fake_logits: torch.Tensor, labels: torch.Tensor, objective: GeneratorLoss = "eq6"
 ) -> torch.Tensor:
     """Eq. 6 (default): generated images of class y classified as y; eq. 5: as not fake."""
     if objective == "eq6":
@@ -50,10 +127,8 @@ def generator_loss(
         # log(1 - D_{N+1}) = log sum_{k <= N} softmax_k = logsumexp(real logits) - logsumexp(all)
         not_fake = torch.logsumexp(fake_logits[..., :-1], -1) - torch.logsumexp(fake_logits, -1)
         return -not_fake.mean(-1)
-    if objective == "wgan-gp":
-        return -critic(fake_logits).mean(-1)
     raise ValueError(
-        f"unknown generator objective {objective!r}; choose one of {GENERATOR_OBJECTIVES}"
+        f"unknown generator objective {objective!r}; choose one of {allowed(GeneratorLoss)}"
     )
 
 

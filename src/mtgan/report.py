@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtgan.checkpoint import atomic_write
+from mtgan.files import atomic_write
 
 
 def class_rows_grid(

@@ -1,7 +1,7 @@
 """N-way K-shot tasks: support and query sets of N classes drawn from one split.
 
 Every time a task is sampled its N classes are put into one-hot slots 0..N-1 in a fresh random
-order, so that NM and CF learn nothing about slot order (see DESIGN.md).
+order, so that NM and CF learn nothing about slot order.
 """
 
 from __future__ import annotations

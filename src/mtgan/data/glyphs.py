@@ -58,9 +58,9 @@ from fontTools import agl
 from fontTools.ttLib import TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont, features
 
-from mtgan.cache import cache_dir as default_cache_dir
 from mtgan.data.base import ClassDataset
 from mtgan.errors import DataError
+from mtgan.files import cache_dir as default_cache_dir
 
 FORMAT_VERSION = 1
 

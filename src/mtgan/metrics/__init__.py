@@ -30,7 +30,6 @@ from mtgan.metrics.scores import (
     mean_confidence_interval,
     mode_score,
     mode_score_che,
-    student_t_quantile,
 )
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "pairwise_diversity",
     "predict_probs",
     "probs_from_logits",
-    "student_t_quantile",
     "to_model_input",
     "train_evaluator",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import scipy.stats
 import torch
 from torch import Tensor
 
@@ -124,71 +125,8 @@ def mean_confidence_interval(
     n = x.numel()
     if n == 1:
         return x.item(), math.nan
-    t = student_t_quantile((1.0 + confidence) / 2.0, n - 1)
+    t = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, n - 1))
     return x.mean().item(), t * x.std().item() / math.sqrt(n)
-
-
-def student_t_quantile(q: float, dof: float) -> float:
-    """The q-quantile of Student's t distribution with dof degrees of freedom, for q in [0.5, 1).
-
-    Solves P(T > t) = 1 - q for t by bisection, with P(T > t) = I_x(dof / 2, 1 / 2) / 2 for
-    t >= 0, x = dof / (dof + t^2) and I the regularized incomplete beta function.
-
-    Example:
-        >>> round(student_t_quantile(0.975, 10), 4)
-        2.2281
-    """
-    if not 0.5 <= q < 1.0 or dof <= 0:
-        raise ValueError(f"need q in [0.5, 1) and dof > 0, got q={q}, dof={dof}")
-    if q == 0.5:
-        return 0.0
-
-    def upper_tail(t: float) -> float:
-        return 0.5 * _betainc(dof / 2.0, 0.5, dof / (dof + t * t), t * t / (dof + t * t))
-
-    lo, hi = 0.0, 1.0
-    while upper_tail(hi) > 1.0 - q:
-        lo, hi = hi, 2.0 * hi
-    while hi - lo > 1e-14 * hi:
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if upper_tail(mid) > 1.0 - q else (lo, mid)
-    return (lo + hi) / 2.0
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-    """Regularized incomplete beta I_x(a, b), y = 1 - x given apart to keep its precision.
-
-    Uses the continued fraction of I_x(a, b) or of I_y(b, a) = 1 - I_x(a, b), whichever converges.
-    """
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(log_front + a * math.log(x) + b * math.log(y))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, y) / b
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b), converging fast for x < (a + 1) / (a + b + 2)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        for coef in (even, odd):
-            d = 1.0 + coef * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + coef / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
 
 
 def _kl(p: Tensor, q: Tensor) -> float:

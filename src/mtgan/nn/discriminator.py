@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from mtgan.choices import Granularity
 from mtgan.nn.generator import upsampling_plan
 from mtgan.nn.ss import SSConv2d
 
@@ -19,7 +20,7 @@ from mtgan.nn.ss import SSConv2d
 class FeatureExtractor(nn.Module):
     """FE: stride-2 conv + LeakyReLU(0.2) blocks, mirroring the generator's depth."""
 
-    def __init__(self, image_size: int, channels: int, width: int, ss_granularity: str):
+    def __init__(self, image_size: int, channels: int, width: int, ss_granularity: Granularity):
         super().__init__()
         depth = len(upsampling_plan(image_size)) - 1
         widths = [channels] + [width * 2**i for i in range(depth)]
@@ -54,7 +55,7 @@ class Discriminator(nn.Module):
         image_size: int = 32,
         channels: int = 1,
         width: int = 32,
-        ss_granularity: str = "channel",
+        ss_granularity: Granularity = "channel",
     ):
         super().__init__()
         self.n_classes = n_classes

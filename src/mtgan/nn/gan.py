@@ -8,15 +8,22 @@ for the scale and shift of every convolution.
 from __future__ import annotations
 
 import copy
+import os
+from typing import Any
 
 import torch
 from torch import nn
 
+from mtgan.checkpoint import read_checkpoint, save_tensors
+from mtgan.choices import Granularity, HeadInit, allowed
+from mtgan.errors import MtganError
 from mtgan.nn.discriminator import Discriminator
 from mtgan.nn.generator import Generator
 from mtgan.nn.ss import is_ss_parameter
 
-HEAD_INITS = ("pretrained", "random")
+HEAD_INITS = allowed(HeadInit)
+ARCHITECTURE_KEYS = ("image_size", "channels", "z_dim", "g_width", "d_width", "ss_granularity")
+"""The constructor's arguments (besides the class count) that a checkpoint records."""
 
 
 class ConditionalGAN(nn.Module):
@@ -37,15 +44,28 @@ class ConditionalGAN(nn.Module):
         z_dim: int = 64,
         g_width: int = 32,
         d_width: int = 32,
-        ss_granularity: str = "channel",
+        ss_granularity: Granularity = "channel",
     ):
         super().__init__()
+        self.config = {
+            "image_size": image_size,
+            "channels": channels,
+            "z_dim": z_dim,
+            "g_width": g_width,
+            "d_width": d_width,
+            "ss_granularity": ss_granularity,
+        }
         self.generator = Generator(n_classes, image_size, channels, z_dim, g_width, ss_granularity)
         self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
 
     @property
     def n_classes(self) -> int:
         return self.generator.n_classes
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """What rebuilds this model: its constructor's arguments, with today's class count."""
+        return {**self.config, "n_classes": self.n_classes}
 
     def names(self, group: str) -> list[str]:
         """Names of the parameters in one group.
@@ -80,7 +100,7 @@ class ConditionalGAN(nn.Module):
             p.requires_grad_(is_ss_parameter(name) or name in trainable)
         self.eval()
 
-    def reset_heads(self, n_classes: int, init: str = "pretrained") -> None:
+    def reset_heads(self, n_classes: int, init: HeadInit = "pretrained") -> None:
         """Fresh NM and CF for ``n_classes`` classes (phases b and c).
 
         ``init="pretrained"`` keeps the noise columns of the old NM and gives every new class
@@ -98,7 +118,7 @@ class ConditionalGAN(nn.Module):
         g.nm, d.cf = nm.to(g.nm.weight.device), cf.to(d.cf.weight.device)
         g.n_classes = d.n_classes = n_classes
 
-    def with_fresh_heads(self, n_classes: int, init: str = "pretrained") -> ConditionalGAN:
+    def with_fresh_heads(self, n_classes: int, init: HeadInit = "pretrained") -> ConditionalGAN:
         """A copy with fresh NM and CF (:meth:`reset_heads`); this model is left as it is."""
         fresh = copy.deepcopy(self)
         fresh.reset_heads(n_classes, init)
@@ -118,3 +138,31 @@ def _inherit_cf(new: nn.Linear, old: nn.Linear) -> None:
     new.bias[:-1] = old.bias[:-1].mean()
     new.weight[-1] = old.weight[-1]
     new.bias[-1] = old.bias[-1]
+
+
+def save_gan(
+    gan: ConditionalGAN, path: str | os.PathLike, classes: list[str] | None = None, **info: Any
+) -> None:
+    """Save weights, architecture, slot class names and any JSON-able ``info``."""
+    meta = {"architecture": gan.architecture, "classes": classes, **info}
+    save_tensors(path, gan.state_dict(), meta)
+
+
+def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
+    """Rebuild a ConditionalGAN from a checkpoint; returns it and the checkpoint's metadata."""
+    tensors, meta = read_checkpoint(path)
+    try:
+        arch = meta["architecture"]
+        gan = ConditionalGAN(arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS})
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise MtganError(f"{path} is not a GAN checkpoint (no usable architecture)") from None
+    try:
+        missing, unexpected = gan.load_state_dict(tensors, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape
+        missing, unexpected = ["(tensor shapes differ)"], []
+    if missing or unexpected:
+        raise MtganError(
+            f"checkpoint {path} does not match its architecture: missing {missing[:3]}"
+        )
+    gan.requires_grad_(False)
+    return gan, meta

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtgan.choices import Granularity
 from mtgan.nn.ss import SSConvTranspose2d
 
 
@@ -45,7 +46,7 @@ class ImageConstructor(nn.Module):
     that IC is a fixed function of its input and only scale and shift re-purpose it.
     """
 
-    def __init__(self, image_size: int, channels: int, width: int, ss_granularity: str):
+    def __init__(self, image_size: int, channels: int, width: int, ss_granularity: Granularity):
         super().__init__()
         sizes = upsampling_plan(image_size)
         widths = [width * 2 ** (len(sizes) - 2 - i) for i in range(len(sizes) - 1)] + [channels]
@@ -82,7 +83,7 @@ class Generator(nn.Module):
         channels: int = 1,
         z_dim: int = 64,
         width: int = 32,
-        ss_granularity: str = "channel",
+        ss_granularity: Granularity = "channel",
     ):
         super().__init__()
         self.z_dim, self.n_classes = z_dim, n_classes

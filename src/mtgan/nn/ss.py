@@ -19,10 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GRANULARITIES = ("layer", "channel", "kernel")
+from mtgan.choices import Granularity, allowed
+
+GRANULARITIES = allowed(Granularity)
 
 
-def _scale_shape(granularity: str, weight_shape: torch.Size, transposed: bool) -> tuple[int, ...]:
+def _scale_shape(
+    granularity: Granularity, weight_shape: torch.Size, transposed: bool
+) -> tuple[int, ...]:
     """Shape of S1, broadcastable against the conv weight."""
     # Conv2d weights are (out, in, kh, kw); ConvTranspose2d weights are (in, out, kh, kw).
     out_dim = 1 if transposed else 0
@@ -42,7 +46,7 @@ class _SSConvBase(nn.Module):
 
     transposed = False
 
-    def __init__(self, conv: nn.Module, granularity: str):
+    def __init__(self, conv: nn.Module, granularity: Granularity):
         super().__init__()
         self.stride, self.padding = conv.stride, conv.padding
         self.weight = nn.Parameter(conv.weight.detach().clone())
@@ -72,7 +76,7 @@ class SSConv2d(_SSConvBase):
         True
     """
 
-    def __init__(self, conv: nn.Conv2d, granularity: str = "channel"):
+    def __init__(self, conv: nn.Conv2d, granularity: Granularity = "channel"):
         super().__init__(conv, granularity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,7 @@ class SSConvTranspose2d(_SSConvBase):
 
     transposed = True
 
-    def __init__(self, conv: nn.ConvTranspose2d, granularity: str = "channel"):
+    def __init__(self, conv: nn.ConvTranspose2d, granularity: Granularity = "channel"):
         super().__init__(conv, granularity)
         self.output_padding = conv.output_padding
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 
 import torch
 
 from mtgan.augment import Augment, parse_policies
-from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
+from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import autocast, noise, place, progress_bar, state_identity, to_device
-from mtgan.phases.step import Update, features, gan_step, trainable_params
+from mtgan.phases.common import autocast, noise, state_identity, to_device
+from mtgan.phases.loop import run_phase
+from mtgan.phases.step import GanStep, Update, trainable_params
 
-_TRAINED = {"heads": ("cf", "nm"), "all": ("d", "g")}
-"""The parameter groups of D and of G that adaptation trains."""
+HEADS = ("cf", "nm")
+"""The parameter groups of D and of G that phase (c) trains: CF and NM."""
 
 
 def adapt(
@@ -27,10 +29,9 @@ def adapt(
     seed: int = 0,
     progress: bool = False,
     state_path: str | os.PathLike | None = None,
-    weights: str = "heads",
+    groups: Sequence[str] = HEADS,
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
-    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed
-    (``weights="all"``, the fine-tuning baseline, trains IC and FE too).
+    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
 
     Args:
         meta_gan: the meta-learned model (not modified; a copy is adapted).
@@ -38,48 +39,47 @@ def adapt(
         labels: their slots 0..N-1. When N differs from the meta-learned NM/CF, new heads
             start from the mean of the meta-learned class columns (see ``reset_heads``).
         seed: seeds the noise.
-        weights: ``heads`` (NM and CF, phase c) or ``all`` (every weight but SS: the
-            fine-tuning baseline). IC's BatchNorm keeps its recorded statistics either way.
         state_path: a state file written every ``adapt.checkpoint_every`` steps and resumed
-            from when it exists (see :class:`TrainingState`).
+            from when it exists (see :class:`mtgan.checkpoint.TrainingState`).
+        groups: the parameter groups of D, then of G, that are trained (see
+            :meth:`ConditionalGAN.names`): ``("cf", "nm")`` for phase (c); the fine-tuning
+            baseline passes ``("d", "g")``, every weight but SS. IC's BatchNorm keeps its
+            recorded statistics either way.
 
     Returns:
         The adapted model and the losses of every step.
     """
     a = cfg.adapt
-    gan = place(copy.deepcopy(meta_gan), cfg, device)
+    gan = copy.deepcopy(meta_gan).to(device)
     n_way = int(labels.max()) + 1
     if n_way != gan.n_classes:
         gan.reset_heads(n_way, "pretrained")
     gan.freeze_backbone()
-    d_side, g_side = _TRAINED[weights]
+    d_side, g_side = groups
     params = trainable_params(gan, gan.names(d_side) + gan.names(g_side))
     update_d = Update(gan.names(d_side), a.lr, a.optimizer)
     update_g = Update(gan.names(g_side), a.lr, a.optimizer)
     rng = torch.Generator().manual_seed(seed)
-    identity = state_identity(cfg, ("model", "adapt"), gan, support, labels, torch.tensor(seed))
-    state = TrainingState(
-        "adapt", state_path, a.checkpoint_every, identity, gan,
-        {"d": update_d, "g": update_g}, {"rng": rng},
-    )  # fmt: skip
-    real, labels = to_device(support, device), labels.to(device)
     augment = Augment(parse_policies(a.augment), rng) if a.augment else None
-    real_features = None
-    if weights == "heads" and augment is None:  # FE and SS are fixed: FE(support) once
+    objective = ClassifierObjective(cfg.model.objective)
+    gan_step = GanStep(gan, update_d, update_g, objective, augment)
+    real, labels = to_device(support, device), labels.to(device)
+
+    def step() -> dict[str, float]:
+        nonlocal params
+        z = noise(len(labels), gan.generator.z_dim, rng, device)
         with autocast(cfg, device):
-            real_features = features(gan, params, real)
-    with progress_bar(a.steps, "adapt", progress, state.step) as bar:
-        for _ in range(state.step, a.steps):
-            z = noise(len(labels), gan.generator.z_dim, rng, device)
-            with autocast(cfg, device):
-                params, losses = gan_step(
-                    gan, params, real, labels, z, update_d, update_g, cfg.model.objective,
-                    real_features=real_features, augment=augment,
-                )  # fmt: skip
-            state.record(losses)
-            bar.update()
+            params, losses = gan_step(params, real, labels, z)
+        return losses
+
+    history = run_phase(
+        "adapt", gan, a.steps, step, cfg, device,
+        identity=state_identity(cfg, ("model", "adapt"), gan, support, labels, torch.tensor(seed)),
+        updates={"d": update_d, "g": update_g}, rngs={"rng": rng},
+        checkpoint_every=a.checkpoint_every, state_path=state_path, progress=progress,
+    )  # fmt: skip
     gan.requires_grad_(False)
-    return gan, state.history
+    return gan, history
 
 
 @torch.no_grad()

@@ -33,10 +33,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def place(gan: ConditionalGAN, cfg: Config, device: torch.device) -> ConditionalGAN:
-    """``gan`` on ``device``, its convolutions in the memory layout ``speed.channels_last`` asks
-    for (channels-last measured faster on the CPU; the values are the same up to rounding)."""
-    layout = torch.channels_last if cfg.speed.channels_last else torch.contiguous_format
+def place(gan: ConditionalGAN, device: torch.device, channels_last: bool) -> ConditionalGAN:
+    """``gan`` on ``device``, its convolutions channels-last or contiguous (``speed.channels_last``:
+    channels-last measured faster on the CPU; the values are the same up to rounding)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     return gan.to(device, memory_format=layout)
 
 

@@ -27,11 +27,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 
-from mtgan.cache import cache_dir
-from mtgan.checkpoint import atomic_write
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import Task
+from mtgan.files import atomic_write, cache_dir
 from mtgan.metrics import (
     Evaluator,
     class_fidelity,

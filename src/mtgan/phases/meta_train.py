@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
 from mtgan.augment import TaskAugment, parse_policies
-from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler, Task
 from mtgan.distributed import all_reduce_sum, shard
+from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
-from mtgan.phases.common import autocast, noise, place, progress_bar, state_identity, to_device
-from mtgan.phases.step import Params, Update, features, gan_losses, gan_step
+from mtgan.nn.ss import is_ss_parameter
+from mtgan.phases.common import autocast, noise, state_identity, to_device
+from mtgan.phases.loop import run_phase
+from mtgan.phases.step import GanStep, Params, Update, gan_losses
 
 LOSSES = ("query_loss_d", "query_loss_g")
 
@@ -44,28 +48,42 @@ def meta_train(
     """
     m = cfg.meta
     gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
-    place(gan, cfg, device).freeze_backbone()
+    gan.to(device).freeze_backbone()
     sampler = EpisodeSampler(dataset, cfg.task.n_way, cfg.task.k_shot, cfg.task.q_query, cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     outer = {
         side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
     }
-    initial_heads = _heads(gan) if m.head_update == "reset" else None
-    identity = state_identity(cfg, ("seed", "data", "model", "task", "meta"), gan)
-    state = TrainingState(
-        "meta-train", state_path, m.checkpoint_every, identity, gan, outer,
-        {"rng": rng, "tasks": sampler.rng},
+    initial_heads = heads_of(gan) if m.head_update == "reset" else None
+
+    def step() -> dict[str, float]:
+        tasks = [sampler.sample() for _ in range(m.meta_batch)]
+        losses = meta_step(gan, tasks, cfg, outer, rng, device)
+        if initial_heads is not None:
+            load_heads(gan, initial_heads)  # meta.head_update=reset
+        return losses
+
+    return run_phase(
+        "meta-train", gan, m.steps, step, cfg, device,
+        identity=state_identity(cfg, ("seed", "data", "model", "task", "meta"), gan),
+        updates=outer, rngs={"rng": rng, "tasks": sampler.rng},
+        checkpoint_every=m.checkpoint_every, state_path=state_path, progress=progress,
     )  # fmt: skip
-    with progress_bar(m.steps, "meta-train", progress, state.step) as bar:
-        for _ in range(state.step, m.steps):
-            tasks = [sampler.sample() for _ in range(m.meta_batch)]
-            losses = meta_step(gan, tasks, cfg, outer, rng, device)
-            if initial_heads is not None:
-                average_heads(gan, [initial_heads])  # meta.head_update=reset
-            state.record(losses)
-            bar.set_postfix(losses, refresh=False)
-            bar.update()
-    return state.history
+
+
+def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:
+    """A copy of ``pretrained`` whose scale and shift have ``cfg``'s granularity, at identity:
+    the model that phase (b) starts from."""
+    if pretrained.config["ss_granularity"] == cfg.model.ss_granularity:
+        return copy.deepcopy(pretrained)
+    m, d = cfg.model, cfg.data
+    gan = ConditionalGAN(
+        pretrained.n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width,
+        m.ss_granularity,
+    )  # fmt: skip
+    weights = {k: v for k, v in pretrained.state_dict().items() if not is_ss_parameter(k)}
+    gan.load_state_dict(weights, strict=False)
+    return gan.eval()
 
 
 @dataclass
@@ -131,24 +149,36 @@ def meta_step(
             task_meta_gradient(gan, batch[i : min(i + at_once, mine.stop)], cfg)
             for i in range(mine.start, mine.stop, at_once)
         ]
-    heads, grads, losses = _sum_over_tasks(parts)
-    sums = [*heads.values(), *grads["g"], *grads["d"], losses]
+    total = TaskGradient.sum(parts)
+    sums = [*total.heads.values(), *total.grads["g"], *total.grads["d"], total.losses]
     all_reduce_sum(sums)
     for t in sums:
         t.div_(len(tasks))
     base = dict(gan.named_parameters())
     for side in "gd":
-        outer[side](base, grads[side])  # eq. 11
-    average_heads(gan, [heads])  # eq. 12 (the sums over tasks are means now)
-    return dict(zip(LOSSES, losses.tolist(), strict=True))
+        outer[side](base, total.grads[side])  # eq. 11
+    load_heads(gan, total.heads)  # eq. 12: the sums over tasks are means now
+    return dict(zip(LOSSES, total.losses.tolist(), strict=True))
 
 
-def _sum_over_tasks(parts: list) -> tuple[Params, dict[str, list[torch.Tensor]], torch.Tensor]:
-    """Adapted heads, SS gradients and query losses of chunks of tasks, summed over the tasks."""
-    heads = {n: sum(part[0][n].sum(0) for part in parts) for n in parts[0][0]}
-    grads = {s: [sum(g) for g in zip(*(p[1][s] for p in parts), strict=True)] for s in "gd"}
-    losses = torch.stack([sum(part[2][k] for part in parts) for k in LOSSES]).detach()
-    return heads, grads, losses
+class TaskGradient(NamedTuple):
+    """What eq. 10 and eq. 11 give for one task or a batch of tasks: the adapted NM and CF
+    (stacked by task), the SS gradients by side (``g``: IC's, ``d``: FE's) and the query losses
+    ``(L_D, L_G)``, the last two summed over the tasks."""
+
+    heads: Params
+    grads: dict[str, tuple[torch.Tensor, ...]]
+    losses: torch.Tensor
+
+    @staticmethod
+    def sum(parts: list[TaskGradient]) -> TaskGradient:
+        """Chunks of tasks summed into one: heads over their task dimension too."""
+        heads = {n: sum(part.heads[n].sum(0) for part in parts) for n in parts[0].heads}
+        grads = {
+            side: tuple(sum(g) for g in zip(*(p.grads[side] for p in parts), strict=True))
+            for side in "gd"
+        }
+        return TaskGradient(heads, grads, sum(part.losses for part in parts))
 
 
 def tasks_at_once(cfg: Config, device: torch.device) -> int:
@@ -159,9 +189,7 @@ def tasks_at_once(cfg: Config, device: torch.device) -> int:
     return cfg.meta.meta_batch if device.type == "cuda" else 1
 
 
-def task_meta_gradient(
-    gan: ConditionalGAN, batch: TaskBatch, cfg: Config
-) -> tuple[Params, dict[str, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]:
+def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> TaskGradient:
     """Eq. 10 then eq. 11's gradient, for one task or a batch of tasks at once.
 
     Inner steps train copies of NM (by L_G) and CF (by L_D) on the support set, augmenting D's
@@ -172,29 +200,23 @@ def task_meta_gradient(
     (``batch`` from :func:`stack_tasks`) every task has its own copies of NM and CF and the T
     inner loops run as one batched computation; the result equals a loop over
     ``batch[0]``, ``batch[1]``, ... (summed).
-
-    Returns:
-        The adapted NM and CF (stacked by task), the SS gradients by side (``g``, ``d``) and
-        the query losses, each summed over the tasks.
     """
-    m, objective = cfg.meta, cfg.model.objective
+    m, objective = cfg.meta, ClassifierObjective(cfg.model.objective)
     base = dict(gan.named_parameters())
     tasks = batch.support_labels.shape[:-1]  # () for one task, (T,) for a batch
-    heads = {n: t.expand(*tasks, *t.shape).clone().requires_grad_() for n, t in _heads(gan).items()}
+    heads = {
+        n: t.expand(*tasks, *t.shape).clone().requires_grad_() for n, t in heads_of(gan).items()
+    }
     params = {**base, **heads}
     inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
     inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
-    augment, support_features = None, None
+    augment = None
     if cfg.adapt.augment:
         augment = TaskAugment(parse_policies(cfg.adapt.augment), batch.augment_seeds)
-    else:  # FE and SS are fixed in eq. 10: FE(support) once
-        support_features = features(gan, base, batch.support)
+    gan_step = GanStep(gan, inner_d, inner_g, objective, augment)
     for step in range(m.inner_steps):
         z = batch.support_noise.select(-3, step)
-        params, _ = gan_step(
-            gan, params, batch.support, batch.support_labels, z, inner_d, inner_g, objective,
-            real_features=support_features, augment=augment,
-        )  # fmt: skip
+        params, _ = gan_step(params, batch.support, batch.support_labels, z)
     loss_d, loss_g = gan_losses(
         gan, params, batch.query, batch.query_labels, batch.query_noise, objective
     )
@@ -205,18 +227,19 @@ def task_meta_gradient(
         "d": torch.autograd.grad(loss_d.sum(), [base[n] for n in gan.names("ss_d")]),
     }
     adapted = {n: params[n].detach() for n in heads}
-    return adapted, grads, dict(zip(LOSSES, (loss_d.sum(), loss_g.sum()), strict=True))
+    return TaskGradient(adapted, grads, torch.stack([loss_d.sum(), loss_g.sum()]).detach())
 
 
-def _heads(gan: ConditionalGAN) -> Params:
+def heads_of(gan: ConditionalGAN) -> Params:
     """Detached copies of NM's and CF's parameters."""
     own = dict(gan.named_parameters())
     return {n: own[n].detach().clone() for n in gan.names("nm") + gan.names("cf")}
 
 
 @torch.no_grad()
-def average_heads(gan: ConditionalGAN, heads: list[Params]) -> None:
-    """Eq. 12: NM and CF become the mean of the task-adapted ones."""
+def load_heads(gan: ConditionalGAN, heads: Params) -> None:
+    """NM and CF take the values of ``heads`` (eq. 12 with the mean of the adapted heads;
+    ``meta.head_update=reset`` with the heads meta-training started from)."""
     own = dict(gan.named_parameters())
-    for name in heads[0]:
-        own[name].copy_(torch.stack([h[name] for h in heads]).mean(0))
+    for name, value in heads.items():
+        own[name].copy_(value)

@@ -6,22 +6,15 @@ import os
 
 import torch
 
-from mtgan.checkpoint import TrainingState
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.distributed import mean_over_processes, shard
+from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
-from mtgan.phases.common import (
-    autocast,
-    noise,
-    place,
-    progress_bar,
-    stack_classes,
-    state_identity,
-    to_device,
-)
-from mtgan.phases.step import Update, gan_step, trainable_params
+from mtgan.phases.common import autocast, noise, stack_classes, state_identity, to_device
+from mtgan.phases.loop import run_phase
+from mtgan.phases.step import GanStep, Update, trainable_params
 
 
 def build_gan(cfg: Config, n_classes: int) -> ConditionalGAN:
@@ -55,30 +48,29 @@ def pretrain(
     p = cfg.pretrain
     images, labels = stack_classes(dataset)
     rng = torch.Generator().manual_seed(cfg.seed)
-    place(gan, cfg, device).train()
+    gan.train()
     params = trainable_params(gan, gan.names("g") + gan.names("d"))
     betas = (p.betas[0], p.betas[1])
     update_d = Update(gan.names("d"), p.lr, "adam", betas, data_parallel=True)
     update_g = Update(gan.names("g"), p.lr, "adam", betas, data_parallel=True)
+    gan_step = GanStep(gan, update_d, update_g, ClassifierObjective(cfg.model.objective))
     mine = shard(p.batch_size, "pretrain.batch_size", even=True)
-    identity = state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels)
-    state = TrainingState(
-        "pretrain", state_path, p.checkpoint_every, identity, gan,
-        {"d": update_d, "g": update_g}, {"rng": rng},
+
+    def step() -> dict[str, float]:
+        nonlocal params
+        idx = torch.randint(len(images), (p.batch_size,), generator=rng)[mine]
+        z = noise(p.batch_size, gan.generator.z_dim, rng, device)[mine]
+        real = to_device(images[idx], device)
+        with autocast(cfg, device):
+            params, losses = gan_step(params, real, labels[idx].to(device), z)
+        return mean_over_processes(losses)
+
+    history = run_phase(
+        "pretrain", gan, p.steps, step, cfg, device,
+        identity=state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels),
+        updates={"d": update_d, "g": update_g}, rngs={"rng": rng},
+        checkpoint_every=p.checkpoint_every, state_path=state_path, progress=progress,
     )  # fmt: skip
-    with progress_bar(p.steps, "pretrain", progress, state.step) as bar:
-        for _ in range(state.step, p.steps):
-            idx = torch.randint(len(images), (p.batch_size,), generator=rng)[mine]
-            z = noise(p.batch_size, gan.generator.z_dim, rng, device)[mine]
-            real = to_device(images[idx], device)
-            with autocast(cfg, device):
-                params, losses = gan_step(
-                    gan, params, real, labels[idx].to(device), z, update_d, update_g,
-                    cfg.model.objective,
-                )  # fmt: skip
-            state.record(mean_over_processes(losses))
-            bar.set_postfix(losses, refresh=False)
-            bar.update()
     calibrate_batchnorm(gan.generator, p.bn_calibration_batches, p.batch_size, rng)
     gan.requires_grad_(False)
-    return state.history
+    return history

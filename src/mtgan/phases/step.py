@@ -25,18 +25,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.func import functional_call
 
+from mtgan.choices import OptimizerKind, allowed
 from mtgan.distributed import all_reduce_sum, world_size
-from mtgan.losses import (
-    critic,
-    discriminator_loss,
-    generator_loss,
-    gradient_penalty,
-    wasserstein_critic_loss,
-)
+from mtgan.losses import ClassifierObjective, Objective
 from mtgan.nn.gan import ConditionalGAN
 
 Params = dict[str, torch.Tensor]
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = allowed(OptimizerKind)
 
 
 class Update:
@@ -57,7 +52,7 @@ class Update:
         self,
         names: Sequence[str],
         lr: float,
-        kind: str = "adam",
+        kind: OptimizerKind = "adam",
         betas: tuple[float, float] = (0.5, 0.999),
         differentiable: bool = False,
         eps: float = 1e-8,
@@ -154,89 +149,92 @@ def gan_losses(
     real: torch.Tensor,
     labels: torch.Tensor,
     z: torch.Tensor,
-    objective: str = "eq6",
+    objective: ClassifierObjective,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_D (eq. 4) and L_G (eq. 6, or eq. 5) on one batch, without updating anything.
 
     With a leading task dimension (``labels`` (T, n)), one loss per task.
     """
-    fake_logits = classify(gan, params, features(gan, params, generate(gan, params, z, labels)))
+    fake = generate(gan, params, z, labels)
+    fake_logits = discriminate(gan, params, fake)
     real_logits = discriminate(gan, params, real)
-    loss_d = discriminator_loss(real_logits, labels, fake_logits)
-    return loss_d, generator_loss(fake_logits, labels, objective)
+    loss_d = objective.discriminator_loss(None, real, fake, real_logits, fake_logits, labels)
+    return loss_d, objective.generator_loss(fake_logits, labels)
 
 
-def gan_step(
-    gan: ConditionalGAN,
-    params: Params,
-    real: torch.Tensor | None,
-    labels: torch.Tensor,
-    z: torch.Tensor,
-    update_d: Update,
-    update_g: Update,
-    objective: str = "eq6",
-    mix: torch.Tensor | None = None,
-    real_features: torch.Tensor | None = None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[Params, dict[str, float]]:
-    """One alternating step: D descends L_D (eq. 4), then G descends L_G (eq. 6) against it.
+class GanStep:
+    """One alternating step, configured once per phase: D descends its loss (eq. 4), then G
+    descends its own (eq. 6) against the updated D.
 
     Args:
         gan: the networks (their own parameters fill whatever ``params`` leaves out).
-        params: name -> tensor; the entries named by the updates must require gradients.
-        real, labels: a batch of real images in [-1, 1] and their class slots.
-        z: noise, one row per real image; image i is generated for class ``labels[i]``.
         update_d, update_g: which parameters each player changes, and how.
-        objective: ``eq6`` or ``eq5`` for L_G; ``wgan-gp`` replaces both losses by WGAN-GP's
-            (the FIGR baseline), its interpolation weights drawn from ``mix``'s uniform numbers
-            (one per image; the global generator when None).
-        real_features: FE(real) from :func:`features`, when FE and its scale and shift stay
-            fixed from step to step (adaptation, the inner loops of meta-training): computed
-            once by the caller, it saves an FE pass every step (``real`` is then unused).
+        objective: the two losses (:class:`mtgan.losses.ClassifierObjective` by default,
+            :class:`mtgan.losses.WassersteinGP` for FIGR).
         augment: a differentiable transformation (:class:`mtgan.augment.Augment`) applied
-            afresh to the real and to the generated images before D sees them (DiffAugment);
-            ``real_features`` must then be None.
+            afresh to the real and to the generated images before D sees them (DiffAugment).
+
+    When D's update leaves FE alone and nothing augments D's inputs (adaptation, the inner
+    loops of meta-training without augmentation), FE(real) is the same at every step: the step
+    keeps it for the ``real`` tensor it last saw and saves an FE pass per step.
 
     With a leading task dimension T on ``real``, ``labels`` and ``z`` and on the tensors of NM
     and CF, T tasks step at once (meta-training's inner loops): each task descends its own loss.
 
-    Returns:
-        The parameters after the step and the two losses before it (the mean over tasks).
+    Example:
+        >>> gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4).eval()
+        >>> params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
+        >>> step = GanStep(gan, Update(gan.names("cf"), 1e-3), Update(gan.names("nm"), 1e-3))
+        >>> _, losses = step(params, torch.zeros(3, 1, 16, 16), torch.arange(3), torch.randn(3, 4))
+        >>> sorted(losses)
+        ['loss_d', 'loss_g']
     """
-    if augment is not None and real_features is not None:
-        raise ValueError("augmented real images need FE every step: pass real, not its features")
-    seen = (lambda x: x) if augment is None else augment
-    fake = seen(generate(gan, params, z, labels))
-    fake_features = features(gan, params, fake)
-    if real_features is None:
-        real_features = features(gan, params, seen(real))
-    # No detach: gradients are taken with respect to D's parameters only, and second-order
-    # meta-gradients need the path from scale and shift through the generated images.
-    real_logits = classify(gan, params, real_features)
-    fake_logits = classify(gan, params, fake_features)
-    if objective == "wgan-gp":
-        loss_d = _critic_loss(gan, params, real, fake, real_logits, fake_logits, mix)
-    else:
-        loss_d = discriminator_loss(real_logits, labels, fake_logits)
-    params = _descend(params, loss_d, update_d)
-    if any(n.startswith("discriminator.fe.") for n in update_d.names):
-        fake_features = features(gan, params, fake)  # D's step moved FE (pretraining)
-    # Otherwise D's step changed CF only, and FE(fake) serves G's step as it is.
-    loss_g = generator_loss(classify(gan, params, fake_features), labels, objective)
-    params = _descend(params, loss_g, update_g)
-    return params, {"loss_d": loss_d.mean().item(), "loss_g": loss_g.mean().item()}
 
+    def __init__(
+        self,
+        gan: ConditionalGAN,
+        update_d: Update,
+        update_g: Update,
+        objective: Objective | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.gan, self.update_d, self.update_g = gan, update_d, update_g
+        self.objective = ClassifierObjective() if objective is None else objective
+        self.augment = augment
+        self.trains_fe = any(n.startswith("discriminator.fe.") for n in update_d.names)
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
 
-def _critic_loss(gan, params, real, fake, real_logits, fake_logits, mix) -> torch.Tensor:
-    """WGAN-GP's critic loss, the gradient penalty taken at random mixes of real and fake
-    (one task at a time: the penalty needs the real images, not only their features)."""
-    if real is None or real.ndim != fake.ndim or fake.ndim != 4:
-        raise ValueError("wgan-gp steps one task at a time and needs the real images")
-    mix = torch.rand(len(real)) if mix is None else mix
-    penalty = gradient_penalty(
-        lambda x: critic(discriminate(gan, params, x)), real, fake, mix.to(real.device)
-    )
-    return wasserstein_critic_loss(real_logits, fake_logits, penalty)
+    def __call__(
+        self, params: Params, real: torch.Tensor, labels: torch.Tensor, z: torch.Tensor
+    ) -> tuple[Params, dict[str, float]]:
+        """One step on real images in [-1, 1] with their slots, image i generated from
+        ``z[i]`` for class ``labels[i]``. Returns the parameters after the step and the two
+        losses before it (the mean over tasks)."""
+        gan, objective = self.gan, self.objective
+        seen = (lambda x: x) if self.augment is None else self.augment
+        fake = seen(generate(gan, params, z, labels))
+        fake_features = features(gan, params, fake)
+        real_features = self._real_features(params, real, seen)
+        # No detach: gradients are taken with respect to D's parameters only, and second-order
+        # meta-gradients need the path from scale and shift through the generated images.
+        real_logits = classify(gan, params, real_features)
+        fake_logits = classify(gan, params, fake_features)
+        d = lambda x: discriminate(gan, params, x)  # noqa: E731
+        loss_d = objective.discriminator_loss(d, real, fake, real_logits, fake_logits, labels)
+        params = _descend(params, loss_d, self.update_d)
+        if self.trains_fe:
+            fake_features = features(gan, params, fake)  # D's step moved FE (pretraining)
+        # Otherwise D's step changed CF only, and FE(fake) serves G's step as it is.
+        loss_g = objective.generator_loss(classify(gan, params, fake_features), labels)
+        params = _descend(params, loss_g, self.update_g)
+        return params, {"loss_d": loss_d.mean().item(), "loss_g": loss_g.mean().item()}
+
+    def _real_features(self, params: Params, real: torch.Tensor, seen) -> torch.Tensor:
+        if self.trains_fe or self.augment is not None:
+            return features(self.gan, params, seen(real))
+        if self._kept is None or self._kept[0] is not real:
+            self._kept = (real, features(self.gan, params, real))
+        return self._kept[1]
 
 
 def _descend(params: Params, loss: torch.Tensor, update: Update) -> Params:

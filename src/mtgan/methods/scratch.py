@@ -6,14 +6,38 @@ few-shot method must beat to show that it transfers anything.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
+from mtgan.methods.base import Adapted, Context, Method, register
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.pretrain import build_gan, pretrain
+
+
+@register
+class Scratch(Method):
+    name = "scratch"
+    description = "the conditional GAN trained on the support set alone"
+
+    def fit(self, ctx: Context, cfg: Config) -> FromScratch:
+        return FromScratch(ctx.device, cfg)
+
+
+@dataclass
+class FromScratch:
+    """Nothing learnt before the task: each task trains its own GAN."""
+
+    device: torch.device
+    cfg: Config
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def adapt(self, support, labels, seed, folder=None) -> Adapted:
+        return Adapted.of(
+            train_from_scratch(support, labels, self.cfg, self.device, seed), self.device
+        )
 
 
 def train_from_scratch(

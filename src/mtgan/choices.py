@@ -1,0 +1,38 @@
+"""The allowed values of the settings that name a variant, declared once.
+
+The config checks a value against these types (:mod:`mtgan.config`) and the modules that
+implement the variants use the same names, so a new variant is added in one place.
+
+Example:
+    >>> allowed(Granularity)
+    ('layer', 'channel', 'kernel')
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal
+
+Granularity = Literal["layer", "channel", "kernel"]
+"""Scale and shift: one per layer (the paper), per output channel, or per kernel (MTL)."""
+
+HeadInit = Literal["pretrained", "random"]
+"""Fresh NM and CF: from the mean of the pretrained class columns, or PyTorch's default."""
+
+Objective = Literal["eq6", "eq5"]
+"""The generator loss: eq. 6 (classified as its class) or eq. 5 (classified as not fake)."""
+
+OptimizerKind = Literal["adam", "sgd"]
+"""The update rule of an inner loop or of adaptation."""
+
+HeadUpdate = Literal["average", "reset"]
+"""What meta-training does to NM and CF after an outer step: eq. 12's average, or reset."""
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+Channels = Literal[1, 3]
+
+
+def allowed(choice: typing.Any) -> tuple:
+    """The values a ``Literal`` type admits, in their declared order."""
+    return typing.get_args(choice)
