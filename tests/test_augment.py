@@ -8,7 +8,6 @@ from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.phases.adapt import adapt
 from mtgan.phases.pretrain import build_gan
-from mtgan.phases.step import Update, gan_step, trainable_params
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
@@ -82,19 +81,6 @@ def test_unknown_policy_is_refused():
         parse_policies("translation,flip")
     with pytest.raises(Exception, match="adapt.augment"):
         load_config(overrides=["adapt.augment=flip"])
-
-
-def test_gan_step_refuses_cached_features_with_augmentation(tiny_cfg):
-    gan = build_gan(tiny_cfg, 3)
-    params = trainable_params(gan, gan.names("cf") + gan.names("nm"))
-    labels = torch.tensor([0, 1, 2])
-    augment = Augment(("translation",), torch.Generator())
-    with pytest.raises(ValueError, match="augmented"):
-        gan_step(
-            gan, params, None, labels, torch.randn(3, tiny_cfg.model.z_dim),
-            Update(gan.names("cf"), 1e-3), Update(gan.names("nm"), 1e-3),
-            real_features=torch.zeros(3, 8), augment=augment,
-        )  # fmt: skip
 
 
 def test_adaptation_with_augmentation_is_seeded_and_differs_from_without(toy_dataset):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtgan.checkpoint import save_gan
 from mtgan.cli import main
 from mtgan.config import load_config
+from mtgan.nn.gan import save_gan
 from mtgan.phases.pretrain import build_gan
-from mtgan.pipeline import create_run
+from mtgan.runs.folder import create_run
 from tests.conftest import TINY, image_folder
 
 HTML = b"\n<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></html>"
@@ -81,8 +81,13 @@ def test_missing_images_folder_for_adapt(tmp_path, capsys):
     cfg = load_config(overrides=[*TINY, "data.name=folder", f"data.root={images}"])
     run = create_run(tmp_path / "run", cfg)
     argv = ["adapt", "--run", str(run.root), "--images", str(tmp_path / "mine")]
-    _error(capsys, argv, "meta/model.safetensors does not exist", "run the meta phase first")
-    save_gan(build_gan(run.cfg, 3), run.path("meta", "model.safetensors"))
+    _error(
+        capsys,
+        argv,
+        "meta-train/model.safetensors does not exist",
+        "run the meta-train phase first",
+    )
+    save_gan(build_gan(run.cfg, 3), run.path("meta-train", "model.safetensors"))
     _error(capsys, argv, "mine", "does not exist")
 
 
@@ -257,7 +262,7 @@ def test_state_file_of_another_n(tmp_path, capsys, monkeypatch, data):
     assert main(["meta-train", "--run", str(run), "--no-progress"]) == 130
     monkeypatch.undo()
     capsys.readouterr()
-    state = run / "meta" / "state.safetensors"
+    state = run / "meta-train" / "state.safetensors"
     argv = ["meta-train", "--run", str(run), "--set", "task.n_way=2"]
     _error(capsys, argv, state, "task.n_way=3, not 2", "delete the file")
     _error(capsys, ["run", "--resume", str(run), "--set", "task.n_way=2"], "task.n_way=3, not 2")

@@ -103,7 +103,7 @@ def test_run_writes_the_documented_layout(tiny_run):
     for rel in [
         "config.yaml",
         "pretrain/model.safetensors",
-        "meta/model.safetensors",
+        "meta-train/model.safetensors",
         "tasks/0/model.safetensors",
         "tasks/1/model.safetensors",
         "samples/task_0.png",
@@ -120,7 +120,7 @@ def test_run_writes_the_documented_layout(tiny_run):
 
 def test_phase_commands_continue_a_run(tiny_run, tmp_path):
     out, data = tiny_run
-    model = out / "meta" / "model.safetensors"
+    model = out / "meta-train" / "model.safetensors"
     before = model.read_bytes()
     _assert_one_line_error(mtgan("meta-train", "--run", str(out)), str(model), "--overwrite")
     assert model.read_bytes() == before
@@ -149,25 +149,38 @@ def test_phase_commands_continue_a_run(tiny_run, tmp_path):
     assert r.returncode == 0 and (tmp_path / "s.png").is_file()
 
 
-def test_evaluate_scores_seeded_tasks_for_either_model(tiny_run, tmp_path):
+def test_evaluate_scores_seeded_tasks_for_every_method(tiny_run, tmp_path):
     out, _ = tiny_run
     results = {}
-    for model in ("meta", "pretrain"):
-        dest = tmp_path / model
+    choices = [["--method", "mtgan"], ["--model", "pretrain"], ["--method", "finetune"]]
+    for choice in choices:
+        dest = tmp_path / choice[1]
         r = mtgan(
             "evaluate", "--from", str(out), "--tasks", "2", "--ways", "2", "--shots", "2",
-            "--model", model, "--out", str(dest), "--no-progress",
+            *choice, "--out", str(dest), "--no-progress",
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "Mode Score" in r.stdout and (dest / "scores.png").is_file()
-        results[model] = json.loads((dest / "metrics.json").read_text())
+        results[choice[1]] = json.loads((dest / "metrics.json").read_text())
     for metrics in results.values():
         assert len(metrics["tasks"]) == 2
         assert {"mode_score", "real_mode_score", "fid", "copy_ratio"} <= set(metrics["summary"])
-    # the same seed gives the same tasks, so the two models are compared on identical tasks
-    assert [t["classes"] for t in results["meta"]["tasks"]] == [
-        t["classes"] for t in results["pretrain"]["tasks"]
-    ]
+    # the same seed gives the same tasks, so the methods are compared on identical tasks
+    classes = [[t["classes"] for t in metrics["tasks"]] for metrics in results.values()]
+    assert classes[0] == classes[1] == classes[2]
+    # --model pretrain is --method frozen: the same scores under either name
+    r = mtgan(
+        "evaluate", "--from", str(out), "--tasks", "2", "--ways", "2", "--shots", "2",
+        "--method", "frozen", "--no-progress",
+    )  # fmt: skip
+    frozen = json.loads((out / "evaluations" / "frozen-2w2s-2t" / "metrics.json").read_text())
+    assert r.returncode == 0 and frozen["summary"]["fid"] == results["pretrain"]["summary"]["fid"]
+
+
+def test_evaluate_refuses_a_variant_the_run_was_not_made_with(tiny_run):
+    out, _ = tiny_run
+    r = mtgan("evaluate", "--from", str(out), "--method", "mtgan-eq5", "--no-progress")
+    _assert_one_line_error(r, "model.objective='eq5'", "mtgan benchmark")
 
 
 def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):

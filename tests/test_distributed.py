@@ -70,6 +70,6 @@ def test_torchrun_runs_pretrain_and_meta_train_commands(tmp_path):
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert "destroy_process_group" not in done.stderr
-    for phase in ("pretrain", "meta"):
+    for phase in ("pretrain", "meta-train"):
         assert (run / phase / "model.safetensors").is_file()
     assert not list(run.rglob("state.safetensors")), "finished phases leave no state file"

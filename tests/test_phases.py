@@ -9,13 +9,9 @@ from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
-from mtgan.phases.meta_train import (
-    average_heads,
-    meta_train,
-    stack_tasks,
-    task_meta_gradient,
-)
+from mtgan.phases.meta_train import LOSSES, meta_step, meta_train, stack_tasks, task_meta_gradient
 from mtgan.phases.pretrain import build_gan, pretrain
+from mtgan.phases.step import Update
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
@@ -88,15 +84,21 @@ def test_adaptation_to_a_different_number_of_classes(pretrained, tiny_cfg, toy_d
     assert adapted.n_classes == 5 and adapted.discriminator.cf.out_features == 6
 
 
-def test_eq12_heads_are_the_mean_of_the_adapted_heads(pretrained, tiny_cfg):
+def test_eq12_heads_are_the_mean_of_the_adapted_heads(pretrained, tiny_cfg, toy_dataset):
     gan, _ = pretrained
     gan.reset_heads(3)
-    names = gan.names("nm") + gan.names("cf")
+    gan.freeze_backbone()
+    sampler = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5)
+    tasks = [sampler.sample() for _ in range(3)]
+    z_dim, steps = gan.generator.z_dim, tiny_cfg.meta.inner_steps
+    batch = stack_tasks(tasks, steps, z_dim, torch.Generator().manual_seed(9), CPU)
+    adapted = [task_meta_gradient(gan, batch[i], tiny_cfg).heads for i in range(3)]
+    outer = {s: Update(gan.names(f"ss_{s}"), 1e-3, "adam", (0.9, 0.999)) for s in "gd"}
+    meta_step(gan, tasks, tiny_cfg, outer, torch.Generator().manual_seed(9), CPU)
     own = dict(gan.named_parameters())
-    heads = [{n: torch.randn_like(own[n]) for n in names} for _ in range(3)]
-    average_heads(gan, heads)
-    for n in names:
-        torch.testing.assert_close(own[n], (heads[0][n] + heads[1][n] + heads[2][n]) / 3)
+    for n in adapted[0]:
+        mean = (adapted[0][n] + adapted[1][n] + adapted[2][n]) / 3
+        torch.testing.assert_close(own[n], mean)
 
 
 def _double_setup(toy_dataset, second_order):
@@ -128,8 +130,8 @@ def _one_task(task, cfg, gan):
 
 
 def _query_loss(gan, task, cfg, side):
-    _, _, losses = task_meta_gradient(gan, _one_task(task, cfg, gan), cfg)
-    return losses[f"query_loss_{side}"].item()
+    losses = task_meta_gradient(gan, _one_task(task, cfg, gan), cfg).losses
+    return losses[LOSSES.index(f"query_loss_{side}")].item()
 
 
 def test_second_order_meta_gradient_matches_finite_differences(toy_dataset):

@@ -177,7 +177,7 @@ def _finish(proc):
 
 MODELS = [
     "pretrain/model.safetensors",
-    "meta/model.safetensors",
+    "meta-train/model.safetensors",
     "tasks/0/model.safetensors",
     "tasks/1/model.safetensors",
 ]
@@ -188,7 +188,7 @@ def test_run_killed_at_several_points_and_resumed_ends_with_identical_weights(tm
     quick = _quick(image_folder(tmp_path / "images", 30, 10))
     _finish(_start("run", *quick, "--out", str(reference)))
     proc = _start("run", *quick, "--out", str(killed))
-    for point in ["pretrain/state.safetensors", "meta/state.safetensors", MODELS[2]]:
+    for point in ["pretrain/state.safetensors", "meta-train/state.safetensors", MODELS[2]]:
         _kill_when(proc, killed / point)  # mid pretraining, mid meta-training, mid evaluation
         proc = _start("run", "--resume", str(killed))
     _finish(proc)
@@ -213,16 +213,16 @@ def pretrain_args(tmp_path):
 
 def _nan_at(monkeypatch, calls: set[int]) -> list[int]:
     """Make pretraining's loss_d NaN at the given (1-based) calls of the GAN step."""
-    import mtgan.phases.pretrain as module
+    from mtgan.phases.step import GanStep
 
-    seen, step = [], module.gan_step
+    seen, step = [], GanStep.__call__
 
     def gan_step(*args, **kwargs):
         seen.append(len(seen) + 1)
         params, losses = step(*args, **kwargs)
         return params, {**losses, "loss_d": float("nan")} if seen[-1] in calls else losses
 
-    monkeypatch.setattr(module, "gan_step", gan_step)
+    monkeypatch.setattr(GanStep, "__call__", gan_step)
     return seen
 
 
@@ -254,16 +254,16 @@ def test_nan_stops_the_phase_keeps_the_last_checkpoint_and_resumes(
 def test_on_nan_restart_continues_from_the_checkpoint_with_half_the_lr(
     tmp_path, pretrain_args, monkeypatch, capsys
 ):
-    import mtgan.pipeline as pipeline
+    import mtgan.runs.drivers as drivers
     from mtgan.cli import main
 
-    lrs, real_pretrain = [], pipeline.pretrain
+    lrs, real_pretrain = [], drivers.pretrain
 
     def pretrain(gan, dataset, cfg, *args):
         lrs.append(cfg.pretrain.lr)
         return real_pretrain(gan, dataset, cfg, *args)
 
-    monkeypatch.setattr(pipeline, "pretrain", pretrain)
+    monkeypatch.setattr(drivers, "pretrain", pretrain)
     calls = _nan_at(monkeypatch, {5})
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="step 5: loss_d is nan: going on .* x0.5"):
@@ -305,8 +305,8 @@ def test_overwrite_removes_the_models_of_the_earlier_run(tmp_path, pretrain_args
     from mtgan.cli import main
 
     out = tmp_path / "run"
-    (out / "meta").mkdir(parents=True)
-    (out / "meta" / "model.safetensors").write_bytes(b"an earlier run's meta model")
+    (out / "meta-train").mkdir(parents=True)
+    (out / "meta-train" / "model.safetensors").write_bytes(b"an earlier run's meta model")
     assert main(["pretrain", "--out", str(out), "--overwrite", *pretrain_args]) == 0
     assert (out / "pretrain" / "model.safetensors").is_file()
-    assert not (out / "meta").exists()  # a later --resume must not take it as finished
+    assert not (out / "meta-train").exists()  # a later --resume must not take it as finished

@@ -13,16 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("translation", "cutout", "color")
+from mtgan.choices import parse_policies
 
-
-def parse_policies(text: str) -> tuple[str, ...]:
-    """``"translation,cutout"`` -> its policies (empty text: none); unknown names raise."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(POLICIES)}")
-    return names
+__all__ = ["Augment", "TaskAugment", "color", "cutout", "parse_policies", "translation"]
 
 
 class Augment:

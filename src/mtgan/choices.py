@@ -28,6 +28,9 @@ OptimizerKind = Literal["adam", "sgd"]
 HeadUpdate = Literal["average", "reset"]
 """What meta-training does to NM and CF after an outer step: eq. 12's average, or reset."""
 
+AugmentPolicy = Literal["translation", "cutout", "color"]
+"""DiffAugment's transformations of D's inputs (:mod:`mtgan.augment`)."""
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16"]
 Channels = Literal[1, 3]
@@ -36,3 +39,20 @@ Channels = Literal[1, 3]
 def allowed(choice: typing.Any) -> tuple:
     """The values a ``Literal`` type admits, in their declared order."""
     return typing.get_args(choice)
+
+
+def parse_policies(text: str) -> tuple[AugmentPolicy, ...]:
+    """``"translation,cutout"`` -> its augmentation policies (empty text: none); unknown names
+    raise ValueError.
+
+    Example:
+        >>> parse_policies("translation, color")
+        ('translation', 'color')
+    """
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed(AugmentPolicy)]
+    if unknown:
+        raise ValueError(
+            f"unknown augmentation {unknown[0]!r}; choose from {', '.join(allowed(AugmentPolicy))}"
+        )
+    return names

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from mtgan.augment import parse_policies
 from mtgan.choices import (
     Channels,
     Device,
@@ -30,6 +29,7 @@ from mtgan.choices import (
     OptimizerKind,
     Precision,
     allowed,
+    parse_policies,
 )
 from mtgan.errors import ConfigError
 

@@ -68,7 +68,7 @@ class ClassifierObjective:
         >>> logits = torch.tensor([[4.0, 0.0, 0.0]])  # class 0 of N = 2, or fake
         >>> loss = ClassifierObjective().generator_loss(logits, torch.tensor([0]))
         >>> round(loss.item(), 4)  # -log softmax(logits)[0]
-        0.0363
+        0.036
     """
 
     generator: GeneratorLoss = "eq6"

@@ -1,4 +1,5 @@
-"""Image grids, loss plots and the run's short Markdown report."""
+"""Image grids, plots and Markdown tables of scores (matplotlib is imported when a plot is
+drawn, so that commands which draw none start faster)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mtgan.files import atomic_write
 
@@ -123,8 +124,6 @@ def method_bars(methods: dict[str, dict], path: str | os.PathLike) -> None:
 
 def side_by_side(grids: dict[str, Image.Image], gap: int = 8) -> Image.Image:
     """Labelled images in one row, each under its name (the methods' grids of one task)."""
-    from PIL import ImageDraw
-
     header = 14
     mode = "L" if all(g.mode == "L" for g in grids.values()) else "RGB"
     width = sum(g.width for g in grids.values()) + gap * (len(grids) - 1)

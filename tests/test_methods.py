@@ -1,4 +1,5 @@
-"""The baselines (FIGR, fine-tuning, training from scratch), WGAN-GP and the benchmark harness."""
+"""The method registry, the baselines (FIGR, fine-tuning, training from scratch), WGAN-GP and
+the benchmark harness."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtgan.baselines.figr import build_figr, figr_meta_train, figr_sample, inner_loop
-from mtgan.baselines.finetune import finetune
-from mtgan.baselines.scratch import train_from_scratch
-from mtgan.benchmark import ABLATIONS, METHODS, REPORTED, Benchmark, with_granularity
 from mtgan.cli import main
 from mtgan.config import load_config, with_overrides
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.losses import critic, gradient_penalty
+from mtgan.methods import METHODS, Adapted, Method, get
+from mtgan.methods.base import register
+from mtgan.methods.figr import FigrFitted, build_figr, figr_meta_train, inner_loop
+from mtgan.methods.scratch import train_from_scratch
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
+from mtgan.phases.meta_train import with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.phases.step import trainable_params
+from mtgan.runs.benchmark import Benchmark, run_benchmark
+from mtgan.runs.folder import Run
+from mtgan.runs.results import REPORTED
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
@@ -37,6 +42,21 @@ def pretrained(tiny_cfg, toy_dataset):
     gan = build_gan(tiny_cfg, len(toy_dataset.classes))
     pretrain(gan, toy_dataset, tiny_cfg, CPU)
     return gan
+
+
+@pytest.fixture
+def bench(tiny_cfg, toy_dataset, tmp_path):
+    """A benchmark over the toy classes: the context the methods train in."""
+    splits = {"train": toy_dataset, "test": toy_dataset}
+    return Benchmark(Run(tmp_path, tiny_cfg, progress=False, splits=splits))
+
+
+def finetune(bench, pretrained, task, cfg, seed=0, name="finetune"):
+    """The fine-tuning baseline on one task, from ``pretrained``."""
+    bench._backbones[cfg.pretrain.steps] = (pretrained, 0.0)
+    method = get(name)
+    fitted = method.fit(bench, method.configure(cfg))
+    return fitted.adapt(task.support, task.support_labels, seed).gan
 
 
 @pytest.fixture
@@ -83,17 +103,19 @@ def test_figr_meta_step_moves_the_weights_towards_the_inner_copy(tiny_cfg, toy_d
 
 def test_figr_gives_each_class_its_own_generator(tiny_cfg, toy_dataset, task):
     torch.manual_seed(0)
-    gan = build_figr(tiny_cfg)
-    fake, slots = figr_sample(gan, task.support, task.support_labels, 4, tiny_cfg, CPU, seed=5)
+    fitted = FigrFitted(build_figr(tiny_cfg), tiny_cfg, CPU, {})
+    fake, slots = fitted.adapt(task.support, task.support_labels, 5).sample(4, 5)
     assert fake.shape == (12, 1, 16, 16) and slots.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert not torch.equal(fake[0], fake[4])  # different classes' generators
-    again, _ = figr_sample(gan, task.support, task.support_labels, 4, tiny_cfg, CPU, seed=5)
+    again, _ = fitted.adapt(task.support, task.support_labels, 5).sample(4, 5)
     assert torch.equal(fake, again)
 
 
-def test_finetune_trains_every_weight_and_adaptation_only_the_heads(pretrained, tiny_cfg, task):
+def test_finetune_trains_every_weight_and_adaptation_only_the_heads(
+    bench, pretrained, tiny_cfg, task
+):
     start = _state(pretrained)
-    tuned = _state(finetune(pretrained, task.support, task.support_labels, tiny_cfg, CPU, 0))
+    tuned = _state(finetune(bench, pretrained, task, tiny_cfg))
     adapted, _ = adapt(pretrained, task.support, task.support_labels, tiny_cfg, CPU)
     adapted = _state(adapted)
     assert _state(pretrained).keys() == start.keys()
@@ -107,34 +129,34 @@ def test_finetune_trains_every_weight_and_adaptation_only_the_heads(pretrained, 
 
 
 def test_finetune_starts_from_fresh_heads_even_with_as_many_pretraining_classes(
-    tiny_cfg, toy_dataset, task, monkeypatch
+    bench, tiny_cfg, toy_dataset, task, monkeypatch
 ):
     torch.manual_seed(0)
     gan = build_gan(tiny_cfg, 3)  # pretrained on N = 3 classes, like CIFAR-10 5-way's 5
     pretrain(gan, toy_dataset.subset(toy_dataset.classes[:3]), tiny_cfg, CPU)
     seen = []
-    monkeypatch.setattr(
-        "mtgan.baselines.finetune.adapt", lambda g, *a, **k: seen.append(g) or (g, [])
-    )
-    finetune(gan, task.support, task.support_labels, tiny_cfg, CPU, 0)
+    monkeypatch.setattr("mtgan.runs.benchmark.adapt", lambda g, *a, **k: seen.append(g) or (g, []))
+    finetune(bench, gan, task, tiny_cfg)
     class_columns = seen[0].generator.nm.weight[:, tiny_cfg.model.z_dim :]
     assert torch.equal(class_columns, class_columns[:, :1].expand_as(class_columns))
     assert not torch.equal(gan.generator.nm.weight, seen[0].generator.nm.weight)
 
 
-def test_finetune_augments_only_when_asked(tiny_cfg, task, monkeypatch):
+def test_finetune_augments_only_when_asked(bench, tiny_cfg, task, monkeypatch):
     seen = []
 
     def adapt(gan, support, labels, cfg, *args, **kwargs):
         seen.append(cfg)
         return gan, []
 
-    monkeypatch.setattr("mtgan.baselines.finetune.adapt", adapt)
+    monkeypatch.setattr("mtgan.runs.benchmark.adapt", adapt)
     gan = build_gan(tiny_cfg, 3)
+    cutout = with_overrides(tiny_cfg, ["adapt.augment=cutout"])
     augmented = with_overrides(tiny_cfg, ["adapt.augment=cutout", "finetune.augment=translation"])
-    for cfg in (with_overrides(tiny_cfg, ["adapt.augment=cutout"]), augmented):
-        finetune(gan, task.support, task.support_labels, cfg, CPU, 0)
-    assert [cfg.adapt.augment for cfg in seen] == ["", "translation"]
+    for cfg in (cutout, augmented):
+        finetune(bench, gan, task, cfg)
+    finetune(bench, gan, task, cutout, name="finetune-augmented")
+    assert [cfg.adapt.augment for cfg in seen] == ["", "translation", "cutout"]
     assert seen[0].adapt.steps == tiny_cfg.finetune.steps
 
 
@@ -157,14 +179,14 @@ def test_with_granularity_keeps_the_pretrained_weights(pretrained, tiny_cfg):
             assert torch.equal(new[k], old[k]), k
 
 
-def test_budget_scales_the_steps_of_every_phase_together(tiny_cfg, monkeypatch):
+def test_budget_scales_the_steps_of_every_phase_together(bench, monkeypatch):
     cfg = load_config(overrides=TINY + ["pretrain.steps=3000", "meta.steps=150"])
-    bench = Benchmark.__new__(Benchmark)
     bench.budget = 10.0
-    per_step = {"pretrain": 0.1, "meta": 1.0}
+    per_step = {"pretrain": 0.1, "meta-train": 1.0}
     monkeypatch.setattr(Benchmark, "_seconds_per_step", lambda self, c, phase: per_step[phase])
-    scaled = bench._budgeted(cfg, ("pretrain", "meta"))  # 300 s + 150 s -> 10 s
+    scaled = bench.budgeted(cfg, get("mtgan").phases)  # 300 s + 150 s -> 10 s
     assert (scaled.pretrain.steps, scaled.meta.steps) == (67, 3)
+    assert bench.budgeted(cfg, get("scratch").phases) == cfg  # trains per task: not scaled
 
 
 def _check_schema(report: dict) -> None:
@@ -172,7 +194,7 @@ def _check_schema(report: dict) -> None:
     keys = {"machine", "budget_s", "evaluator", "tasks", "config", "methods", "paired"}
     assert keys <= report.keys()
     for method, result in report["methods"].items():
-        assert method in METHODS or method in ABLATIONS
+        assert method in METHODS
         assert len(result["tasks"]) == len(report["tasks"])
         for key in [*REPORTED, "real_mode_score", "real_fid"]:
             entry = result["summary"][key]
@@ -226,3 +248,46 @@ def test_unknown_method_is_a_usage_error(capsys):
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
 def test_committed_results_have_the_benchmark_schema(path):
     _check_schema(json.loads(path.read_text()))
+
+
+@register
+class CopyTheShots(Method):
+    """A method written in a test, as a user would add one: it returns its support images."""
+
+    name = "test-copy"
+    description = "samples are the support images, repeated"
+
+    def fit(self, ctx, cfg):
+        return self
+
+    seconds: dict = {}
+
+    def adapt(self, support, labels, seed, folder=None):
+        def draw(per_class, seed):
+            picks = [torch.nonzero(labels == s)[:, 0] for s in range(int(labels.max()) + 1)]
+            index = torch.cat([p.repeat(per_class)[:per_class] for p in picks])
+            return support[index].float() / 127.5 - 1, labels[index]
+
+        return Adapted(draw)
+
+
+@pytest.fixture
+def copy_method():
+    yield get("test-copy")
+    METHODS.pop("test-copy")
+
+
+def test_a_registered_method_is_benchmarked_beside_the_others(copy_method, bench, tmp_path):
+    report = run_benchmark(bench.run, ["test-copy", "frozen"], tmp_path / "r", "mtgan benchmark")
+    assert list(report["methods"]) == ["test-copy", "frozen"]
+    copied = report["methods"]["test-copy"]["summary"]
+    assert copied["copy_ratio"]["mean"] == 0.0  # its samples are its support images
+    assert report["methods"]["test-copy"]["description"] == CopyTheShots.description
+    with pytest.raises(ValueError, match="registered twice"):
+        register(CopyTheShots)
+
+
+def test_every_method_has_a_name_a_description_and_known_phases():
+    for name, method in METHODS.items():
+        assert method.name == name and method.description
+        assert set(method.phases) <= {"pretrain", "meta-train", "figr"}

@@ -1,0 +1,203 @@
+"""The quality benchmark: registered methods trained once and adapted to the same seeded test
+tasks, scored by one evaluator M.
+
+Methods that start from a pretrained GAN share one pretraining of the same length, made with
+the benchmark's own settings (an ablation changes meta-training and adaptation only). With a
+budget, every method's training gets the same number of seconds: the step counts of the phases
+it trains (:attr:`mtgan.methods.Method.phases`) are scaled from short timed probes of each
+phase (scratch trains per task and is not scaled), so that ``mtgan`` (pretraining and
+meta-training) and ``frozen`` (pretraining only) get backbones of different lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtgan.config import Config, get, with_overrides
+from mtgan.data import ClassDataset
+from mtgan.data.base import to_uint8
+from mtgan.data.episodes import Task
+from mtgan.errors import MtganError
+from mtgan.methods import METHODS, Fitted
+from mtgan.methods.figr import build_figr, figr_meta_train
+from mtgan.nn.gan import ConditionalGAN
+from mtgan.phases.adapt import HEADS, adapt
+from mtgan.phases.evaluate import evaluator_for, score_task, summarize
+from mtgan.phases.meta_train import meta_train, with_granularity
+from mtgan.phases.pretrain import build_gan, pretrain
+from mtgan.report import class_rows, side_by_side
+from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
+from mtgan.runs.results import machine, write_results
+
+STEP_KEYS = {"pretrain": "pretrain.steps", "meta-train": "meta.steps", "figr": "figr.meta_steps"}
+"""The setting that counts each training phase's steps (what a budget scales)."""
+
+SHOWN, SHOWN_COLOUR = 6, 4
+"""Support images per class, and generated images per class and method, in the side-by-side
+grid of greyscale and of colour images (colour grids of seven methods at 6 passed 500 KB)."""
+
+
+class Benchmark:
+    """The methods' training place (:class:`mtgan.methods.Context`) for a benchmark: one
+    pretraining per length shared by every method, phases timed, steps fitted to a budget."""
+
+    def __init__(self, run: Run, budget: float | None = None):
+        self.run, self.cfg, self.device, self.budget = run, run.cfg, run.device, budget
+        self.progress = run.progress
+        self._backbones: dict[int, tuple[ConditionalGAN, float]] = {}
+        self._step_seconds: dict[tuple[str, str], float] = {}
+
+    def training_set(self) -> ClassDataset:
+        return self.run.data()["train"]
+
+    def pretrained(self, cfg: Config) -> tuple[ConditionalGAN, float]:
+        """The GAN pretrained for ``cfg.pretrain.steps`` steps (trained once), and its seconds."""
+        steps = cfg.pretrain.steps
+        if steps not in self._backbones:  # the benchmark's own settings, whichever method asks
+            cfg = with_overrides(self.cfg, [f"pretrain.steps={steps}"])
+            torch.manual_seed(cfg.seed)
+            gan = build_gan(cfg, len(self.training_set().classes))
+            start = time.perf_counter()
+            pretrain(gan, self.training_set(), cfg, self.device, self.progress)
+            self._backbones[steps] = (gan, time.perf_counter() - start)
+        return self._backbones[steps]
+
+    def meta_trained(self, cfg: Config) -> tuple[ConditionalGAN, dict[str, float]]:
+        pretrained, pretrain_s = self.pretrained(cfg)
+        gan = with_granularity(pretrained, cfg)
+        start = time.perf_counter()
+        meta_train(gan, self.training_set(), cfg, self.device, self.progress)
+        return gan, {"pretrain": pretrain_s, "meta-train": time.perf_counter() - start}
+
+    def adapted(
+        self,
+        gan: ConditionalGAN,
+        support: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: Config,
+        seed: int,
+        folder: Path | None = None,
+        groups: Sequence[str] = HEADS,
+    ) -> tuple[ConditionalGAN, dict[str, Any]]:
+        adapted, history = adapt(gan, support, labels, cfg, self.device, seed, groups=groups)
+        return adapted, {"history": history}
+
+    def fit(self, name: str) -> Fitted:
+        """Whatever method ``name`` learns before it meets a test task."""
+        method = METHODS[name]
+        return method.fit(self, self.budgeted(method.configure(self.cfg), method.phases))
+
+    def budgeted(self, cfg: Config, phases: tuple[str, ...]) -> Config:
+        """``cfg`` with the phases' steps scaled so that together they take ``budget`` seconds."""
+        if self.budget is None or not phases:
+            return cfg
+        seconds = {p: self._seconds_per_step(cfg, p) * get(cfg, STEP_KEYS[p]) for p in phases}
+        factor = self.budget / sum(seconds.values())
+        return with_overrides(
+            cfg,
+            [f"{STEP_KEYS[p]}={max(1, round(get(cfg, STEP_KEYS[p]) * factor))}" for p in phases],
+        )
+
+    def _seconds_per_step(self, cfg: Config, phase: str, probes: tuple[int, int] = (2, 6)) -> float:
+        """Seconds per step of one phase on a throwaway model: the difference of two short
+        timed runs, so that set-up work (hashing, BatchNorm calibration) cancels out. Measured
+        once per phase and config (``frozen`` and ``finetune`` share pretraining's)."""
+        sections = ("data", "model", "task", "speed", STEP_KEYS[phase].split(".")[0])
+        settings = cfg.to_dict()
+        key = (phase, json.dumps({k: settings[k] for k in sections}, sort_keys=True))
+        if key not in self._step_seconds:
+            short, long = (self._timed_probe(cfg, phase, n) for n in probes)
+            self._step_seconds[key] = max(long - short, 1e-6) / (probes[1] - probes[0])
+        return self._step_seconds[key]
+
+    def _timed_probe(self, cfg: Config, phase: str, steps: int) -> float:
+        short = with_overrides(cfg, [f"{STEP_KEYS[phase]}={steps}"])
+        train, device = self.training_set(), self.device
+        if phase == "figr":
+            model = build_figr(short)
+            run = lambda: figr_meta_train(model, train, short, device)  # noqa: E731
+        elif phase == "pretrain":
+            model = build_gan(short, len(train.classes))
+            run = lambda: pretrain(model, train, short, device)  # noqa: E731
+        else:
+            model = with_granularity(build_gan(short, len(train.classes)), short)
+            run = lambda: meta_train(model, train, short, device)  # noqa: E731
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    def score(self, name: str, fitted: Fitted, tasks: list[Task], evaluator) -> dict[str, Any]:
+        """Every test task adapted, sampled and scored; the first task's images kept for a grid."""
+        test_classes = self.run.data()["test"].classes
+        per_class = self.cfg.eval.samples_per_class
+        rows, first = [], None
+        for k, task in enumerate(tasks):
+            seed = self.cfg.eval.seed + k
+            start = time.perf_counter()
+            fake, slots = fitted.adapt(task.support, task.support_labels, seed).sample(
+                per_class, seed
+            )
+            seconds = time.perf_counter() - start
+            fake, slots = to_uint8(fake.cpu()), slots.cpu()
+            first = first or (fake, slots)
+            rows.append(
+                score_task(evaluator, test_classes, task, fake, slots) | {"adapt_s": seconds}
+            )
+        return {
+            "description": METHODS[name].description,
+            "training_s": fitted.seconds,
+            "summary": summarize(rows),
+            "tasks": rows,
+            "_first": first,
+        }
+
+
+def run_benchmark(
+    run: Run,
+    methods: list[str],
+    out: Path,
+    command: str,
+    budget: float | None = None,
+    on_method: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and score ``methods``; write ``<name>.json``, ``.csv``, ``.md`` and two PNGs.
+
+    ``out`` is a path stem such as ``results/omniglot-5w10s``. The files are rewritten after
+    every method, so a long benchmark keeps what it has measured; ``on_method(name, result)``
+    hears of each. Returns the JSON's content.
+    """
+    if budget is not None and not 0 < budget < float("inf"):
+        raise MtganError(f"--budget must be a positive number of seconds, got {budget}")
+    start = time.perf_counter()
+    bench = Benchmark(run, budget)
+    tasks = seeded_test_tasks(run)
+    evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
+    report: dict[str, Any] = {
+        "command": command,
+        "git_commit": git_commit(),
+        "machine": machine(run.device),
+        "budget_s": budget,
+        "evaluator": evaluator_info,
+        "tasks": [t.classes for t in tasks],
+        "config": run.cfg.to_dict(),
+        "methods": {},
+    }
+    colour = run.cfg.data.channels == 3  # colour PNGs compress poorly: smaller grids
+    scale, shown = (1, SHOWN_COLOUR) if colour else (2, SHOWN)
+    support = tasks[0].support, tasks[0].support_labels
+    grids = {"support": class_rows(*support, shown, scale)}
+    for name in methods:
+        result = bench.score(name, bench.fit(name), tasks, evaluator)
+        grids[name] = class_rows(*result.pop("_first"), shown, scale)
+        report["methods"][name] = result
+        report["elapsed_s"] = time.perf_counter() - start
+        write_results(report, out, side_by_side(grids))
+        if on_method is not None:
+            on_method(name, result)
+    return report

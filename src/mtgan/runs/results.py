@@ -1,0 +1,165 @@
+"""The benchmark's results files: JSON (every score of every task), CSV and Markdown (mean and
+95% CI over tasks, paired differences from the first method) and the scores plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtgan.errors import MtganError
+from mtgan.files import atomic_write
+from mtgan.metrics import mean_confidence_interval
+from mtgan.report import mean_ci_text, method_bars, save_png
+
+
+def machine(device: torch.device) -> str:
+    """The hardware and software the figures come from, in words."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    where = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}; {where}"
+    return f"{where}; torch {torch.__version__}, {platform.system()}"
+
+
+REPORTED = {
+    "mode_score": "Mode Score",
+    "inception_score": "IS",
+    "fid": "FID",
+    "kid": "KID",
+    "fidelity": "fidelity",
+    "diversity": "diversity",
+    "copy_ratio": "copy ratio",
+    "adapt_s": "adapt s/task",
+}
+"""The columns of the results table and CSV (mean and 95% CI over tasks)."""
+
+
+PAIRED = ("mode_score", "fid")
+"""Scores compared task by task with the first method."""
+
+
+def paired_differences(methods: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per method, the mean and 95% CI over tasks of (its score - the first method's score).
+
+    Every method meets the same tasks, so the per-task differences compare methods far more
+    tightly than their separate confidence intervals do.
+    """
+    reference = next(iter(methods.values()))["tasks"]
+    paired = {}
+    for name, result in methods.items():
+        paired[name] = {}
+        for key in PAIRED:
+            diffs = [t[key] - r[key] for t, r in zip(result["tasks"], reference, strict=True)]
+            mean, half = mean_confidence_interval(diffs)
+            paired[name][key] = {"mean": mean, "ci95": None if math.isnan(half) else half}
+    return paired
+
+
+def results_file(path: str | Path) -> Path:
+    """A benchmark's results .json, checked before anything is rewritten from it."""
+    file = Path(path)
+    try:
+        report = json.loads(file.read_text())
+        report["methods"], report["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MtganError(f"{file} is not a results .json written by mtgan benchmark") from None
+    return file
+
+
+def rewrite_reports(path: Path) -> None:
+    """The .csv, .md and scores plot again from a benchmark's .json (the sample grid is kept)."""
+    report = json.loads(path.read_text())
+    write_results(report, path.with_suffix(""))
+
+
+def write_results(report: dict[str, Any], out: Path, grids=None) -> None:
+    """``out``'s .json, .csv, .md and scores plot from ``report``, and the sample grid
+    (``grids``: a PIL image) when given."""
+    report["paired"] = paired_differences(report["methods"])
+    atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write(out.with_suffix(".csv"), _csv(report))
+    atomic_write(out.with_suffix(".md"), _markdown(report, out.name))
+    method_bars(report["methods"], out.parent / f"{out.name}_scores.png")
+    if grids is not None:
+        save_png(grids, out.parent / f"{out.name}_samples.png")
+
+
+def _csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["method", "score", "mean", "ci95", "n"])
+    for method, result in report["methods"].items():
+        for key in REPORTED:
+            entry = result["summary"].get(key)
+            if entry:
+                writer.writerow([method, key, entry["mean"], entry["ci95"], entry["n"]])
+        for key, seconds in result["training_s"].items():
+            writer.writerow([method, key, seconds, "", 1])
+    return buf.getvalue()
+
+
+def _markdown(report: dict[str, Any], name: str) -> str:
+    methods = report["methods"]
+    first = next(iter(methods.values()))["summary"]
+    real = (
+        f"Real images of the same tasks: Mode Score {mean_ci_text(first['real_mode_score'])}, "
+        f"FID between support and query {mean_ci_text(first['real_fid'])}, "
+        f"diversity {mean_ci_text(first['real_diversity'])}."
+    )
+    header = ["method", *REPORTED.values(), "training s"]
+    lines = [
+        f"# Benchmark `{name}`",
+        "",
+        f"`{report['command']}` on {report['machine']}"
+        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
+        + f". {len(report['tasks'])} test tasks; "
+        f"mean ± 95% confidence half-width over tasks; evaluator M held-out accuracy "
+        f"{report['evaluator']['heldout_accuracy']:.1%}."
+        + (f" It ran {report['elapsed_s'] / 60:.0f} minutes." if "elapsed_s" in report else ""),
+        "",
+        real,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
+    for method, result in methods.items():
+        cells = [mean_ci_text(result["summary"].get(k)) for k in REPORTED]
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {sum(result['training_s'].values()):.0f} |"
+        )
+    reference = next(iter(methods))
+    lines += [
+        "",
+        f"Difference from `{reference}` on the same tasks (method - {reference}, mean ± 95% CI of "
+        "the per-task differences; higher Mode Score and lower FID are better):",
+        "",
+        "| method | Δ Mode Score | Δ FID |",
+        "| --- | --- | --- |",
+    ]
+    for method, diffs in report["paired"].items():
+        if method != reference:
+            cells = " | ".join(mean_ci_text(diffs[k]) for k in PAIRED)
+            lines.append(f"| {method} | {cells} |")
+    lines += [
+        "",
+        f"![scores]({name}_scores.png)",
+        "",
+        "Test task 0: its support images, then each method's samples:",
+        "",
+        f"![samples]({name}_samples.png)",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""A run folder's ``report.md``: splits, scores over the test tasks, phase seconds and the
+sample grids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtgan.report import markdown_summary
+from mtgan.runs.folder import Run
+
+
+def run_report(run: Run, metrics: dict[str, Any]) -> str:
+    """The Markdown report of a finished run from its ``metrics.json`` content."""
+    cfg = run.cfg
+    splits = ", ".join(f"{k} {len(v.classes)} classes" for k, v in run.data().items())
+    acc = metrics["evaluator"]["heldout_accuracy"]
+    lines = [
+        f"# mtgan run `{run.root.name}`",
+        "",
+        f"Dataset `{cfg.data.name}`: {splits}. Tasks: {cfg.task.n_way}-way {cfg.task.k_shot}-shot, "
+        f"{cfg.eval.tasks} test tasks; SS granularity `{cfg.model.ss_granularity}`.",
+        "",
+        f"Scores over the test tasks (mean ± 95% CI); the evaluator M's held-out accuracy on the "
+        f"test classes is {acc:.1%}.",
+        "",
+        *markdown_summary(metrics["summary"]),
+        "",
+        "| phase | seconds |",
+        "| --- | --- |",
+        *[f"| {k} | {v:.1f} |" for k, v in metrics["timings"].items()],
+        "",
+        "Pretrained generator, ten training classes: ![](samples/pretrain.png)",
+        "",
+    ]
+    for task in metrics["tasks"]:
+        k = task["task"]
+        lines += [
+            f"Test task {k}, classes {', '.join(task['classes'])} (support | generated):",
+            "",
+            f"![](samples/task_{k}.png)",
+            "",
+        ]
+    return "\n".join(lines)
