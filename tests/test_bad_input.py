@@ -282,3 +282,11 @@ def test_a_corrupt_checkpoint(tmp_path, capsys):
         bad.write_bytes(junk)
         _error(capsys, ["sample", "--checkpoint", str(bad), "--out", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_folder_of_the_first_release_is_named_with_its_fix(tmp_path, capsys):
+    images = image_folder(tmp_path / "images", 16, 6)
+    cfg = load_config(overrides=[*TINY, "data.name=folder", f"data.root={images}"])
+    run = create_run(tmp_path / "run", cfg)
+    (run.root / "meta").mkdir()
+    _error(capsys, ["evaluate", "--from", str(run.root)], "meta/", "rename", "meta-train")

@@ -16,10 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from mtgan import checkpoint
-from mtgan.checkpoint import STATE_FILE, TrainingState, atomic_write
+from mtgan.checkpoint import STATE_FILE, TrainingState
 from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.errors import MtganError
+from mtgan.files import atomic_write
 from mtgan.phases.adapt import adapt
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain

@@ -19,7 +19,7 @@ Granularity = Literal["layer", "channel", "kernel"]
 HeadInit = Literal["pretrained", "random"]
 """Fresh NM and CF: from the mean of the pretrained class columns, or PyTorch's default."""
 
-Objective = Literal["eq6", "eq5"]
+GeneratorLoss = Literal["eq6", "eq5"]
 """The generator loss: eq. 6 (classified as its class) or eq. 5 (classified as not fake)."""
 
 OptimizerKind = Literal["adam", "sgd"]

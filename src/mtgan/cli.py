@@ -112,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(METHODS),
         default="mtgan",
         metavar="NAME",
-        help="a registered method, trained from the run's finished phases: mtgan (default, the "
-        "meta-learned model), frozen (fresh NM and CF on the frozen pretrained networks), "
-        "finetune, finetune-augmented, scratch, figr",
+        help="a registered method: mtgan (default, the run's meta-learned model), frozen (fresh "
+        "NM and CF on the run's pretrained networks), finetune, finetune-augmented (from the "
+        "pretrained networks), scratch, figr (trained here); the ablations of mtgan need a "
+        "meta-training of their own (mtgan benchmark)",
     )
     which.add_argument(
         "--model",

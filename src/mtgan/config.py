@@ -22,10 +22,10 @@ import yaml
 from mtgan.choices import (
     Channels,
     Device,
+    GeneratorLoss,
     Granularity,
     HeadInit,
     HeadUpdate,
-    Objective,
     OptimizerKind,
     Precision,
     allowed,
@@ -66,7 +66,7 @@ class ModelConfig:
     d_width: int = 32
     ss_granularity: Granularity = "channel"
     head_init: HeadInit = "pretrained"
-    objective: Objective = "eq6"
+    objective: GeneratorLoss = "eq6"
 
 
 @dataclass

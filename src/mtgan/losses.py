@@ -30,8 +30,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from mtgan.choices import Objective as GeneratorLoss
-from mtgan.choices import allowed
+from mtgan.choices import GeneratorLoss, allowed
 
 GRADIENT_PENALTY_WEIGHT = 10.0
 """lambda of WGAN-GP, as in Gulrajani et al. and FIGR."""

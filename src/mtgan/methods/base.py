@@ -61,8 +61,10 @@ class Context(Protocol):
         folder: Path | None,
         groups: Sequence[str] = HEADS,
     ) -> tuple[ConditionalGAN, dict[str, Any]]:
-        """Phase (c) from ``gan`` (not modified) on the K shots, with its state in ``folder``
-        when given; the adapted model and its ``history``, ``seconds`` and ``lr_scale``."""
+        """Phase (c) from ``gan`` (not modified) on the K shots, training the parameter
+        ``groups`` of D and of G (NM and CF; fine-tuning: every weight), with its state in
+        ``folder`` when given; the adapted model and its training record (``history``, and in
+        a run folder ``seconds`` and ``lr_scale``)."""
 
 
 @dataclass
@@ -128,17 +130,16 @@ class Method:
 
 @dataclass
 class AdaptsGan:
-    """A trained conditional GAN that meets each task with phase (c) (or, with ``groups``,
-    fine-tuning): what ``mtgan``, ``frozen`` and the fine-tuning baselines return."""
+    """A trained conditional GAN that meets each task with phase (c): what ``mtgan``, its
+    ablations and ``frozen`` return."""
 
     ctx: Context
     gan: ConditionalGAN
     cfg: Config
     seconds: dict[str, float]
-    groups: tuple[str, str] = HEADS
 
     def adapt(self, support, labels, seed, folder=None) -> Adapted:
-        gan, info = self.ctx.adapted(self.gan, support, labels, self.cfg, seed, folder, self.groups)
+        gan, info = self.ctx.adapted(self.gan, support, labels, self.cfg, seed, folder)
         return Adapted.of(gan, self.ctx.device, info)
 
 

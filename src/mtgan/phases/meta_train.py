@@ -19,6 +19,7 @@ from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.common import autocast, noise, state_identity, to_device
 from mtgan.phases.loop import run_phase
+from mtgan.phases.pretrain import build_gan
 from mtgan.phases.step import GanStep, Params, Update, gan_losses
 
 LOSSES = ("query_loss_d", "query_loss_g")
@@ -76,11 +77,7 @@ def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:
     the model that phase (b) starts from."""
     if pretrained.config["ss_granularity"] == cfg.model.ss_granularity:
         return copy.deepcopy(pretrained)
-    m, d = cfg.model, cfg.data
-    gan = ConditionalGAN(
-        pretrained.n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width,
-        m.ss_granularity,
-    )  # fmt: skip
+    gan = build_gan(cfg, pretrained.n_classes)
     weights = {k: v for k, v in pretrained.state_dict().items() if not is_ss_parameter(k)}
     gan.load_state_dict(weights, strict=False)
     return gan.eval()

@@ -176,7 +176,8 @@ class GanStep:
 
     When D's update leaves FE alone and nothing augments D's inputs (adaptation, the inner
     loops of meta-training without augmentation), FE(real) is the same at every step: the step
-    keeps it for the ``real`` tensor it last saw and saves an FE pass per step.
+    keeps it for the ``real`` tensor it last saw and saves an FE pass per step. FE and its scale
+    and shift must then stay fixed for the life of the step object (as they do in a phase).
 
     With a leading task dimension T on ``real``, ``labels`` and ``z`` and on the tensors of NM
     and CF, T tasks step at once (meta-training's inner loops): each task descends its own loss.

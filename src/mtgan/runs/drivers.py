@@ -183,9 +183,9 @@ class RunContext:
 
     With ``train``, phases (a) and (b) are trained and saved, or loaded when the run resumes and
     they are finished (``mtgan run``); without, the run's finished models are loaded (``mtgan
-    evaluate``, ``mtgan adapt``). A method whose settings differ from those the run's models
-    were made with is refused with the first differing key. Adaptation keeps its state in the
-    folder the caller gives, under the same NaN policy.
+    evaluate``, ``mtgan adapt``). A method whose settings for a phase differ from the run's
+    config (``config.yaml`` with any ``--set``) is refused with the first differing key.
+    Adaptation keeps its state in the folder the caller gives, under the same NaN policy.
     """
 
     def __init__(self, run: Run, train: bool = False, show_adaptation: bool = False):
@@ -204,17 +204,19 @@ class RunContext:
 
     def pretrained(self, cfg: Config) -> tuple[ConditionalGAN, float]:
         self._check_settings(cfg, "pretrain")
-        gan = run_pretrain(self.run) if self.train else self._load("pretrain")
-        return gan, self.run.timings.get("pretrain", 0.0)
+        if not self.train:
+            gan, meta = load_phase_model(self.run, "pretrain")
+            return gan, meta.get("seconds", 0.0)
+        return run_pretrain(self.run), self.run.timings["pretrain"]
 
     def meta_trained(self, cfg: Config) -> tuple[ConditionalGAN, dict[str, float]]:
         self._check_settings(cfg, "meta-train")
-        if self.train:
-            pretrained, _ = self.pretrained(cfg)
-            gan = run_meta_train(self.run, with_granularity(pretrained, cfg))
-        else:
-            gan = self._load("meta-train")
-        return gan, {p: self.run.timings.get(p, 0.0) for p in ("pretrain", "meta-train")}
+        if not self.train:
+            gan, meta = load_phase_model(self.run, "meta-train")
+            return gan, {"meta-train": meta.get("seconds", 0.0)}
+        pretrained, _ = self.pretrained(cfg)
+        gan = run_meta_train(self.run, with_granularity(pretrained, cfg))
+        return gan, {p: self.run.timings[p] for p in ("pretrain", "meta-train")}
 
     def adapted(
         self,
@@ -236,11 +238,6 @@ class RunContext:
             adapted, history = attempt(cfg, None)
             return adapted, {"history": history, "seconds": time.perf_counter() - start}
         return train_with_restarts(run, cfg, folder, "adapt", attempt)
-
-    def _load(self, phase: str) -> ConditionalGAN:
-        gan, meta = load_phase_model(self.run, phase)
-        _keep(self.run, phase, meta)
-        return gan
 
     def _check_settings(self, cfg: Config, phase: str) -> None:
         mine, theirs = _flat(cfg.to_dict()), _flat(self.run.cfg.to_dict())

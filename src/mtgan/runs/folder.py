@@ -110,6 +110,11 @@ def open_run(root: str | Path, overrides: list[str] | None = None, progress: boo
     root = Path(root)
     if not (root / "config.yaml").is_file():
         raise MtganError(f"{root} is not a run folder (no config.yaml); create one with mtgan run")
+    if (root / "meta").is_dir() and not (root / "meta-train").exists():
+        raise MtganError(
+            f"{root} was made by mtgan 0.1, whose phase (b) folder was meta/; rename "
+            f"{root / 'meta'} to {root / 'meta-train'} to use it"
+        )
     return Run(root, load_config(root / "config.yaml", overrides), progress)
 
 

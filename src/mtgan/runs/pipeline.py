@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from mtgan.data.base import to_uint8
-from mtgan.data.episodes import Task
 from mtgan.data.folder import load_folder
 from mtgan.files import atomic_write
 from mtgan.methods import Fitted, get
@@ -63,30 +62,39 @@ def adapt_tasks(
     results = []
     test_classes = run.data()["test"].classes
     for k, task in enumerate(seeded_test_tasks(run)):
-        seed = run.cfg.eval.seed + k
-        start = time.perf_counter()
-        fake, labels = _adapt_and_sample(run, fitted, task, seed, out, k)
-        result = {"task": k, "classes": task.classes, "adapt_s": time.perf_counter() - start}
+        seed, folder, grid = run.cfg.eval.seed + k, out / "tasks" / str(k), out / "samples"
+        shots = task.support, task.support_labels, task.classes
+        fake, labels, seconds = _adapt(run, fitted, *shots, seed, folder, grid / f"task_{k}.png")
+        result = {"task": k, "classes": task.classes, "adapt_s": seconds}
         if evaluator is not None:
             result |= score_task(evaluator, test_classes, task, fake, labels)
         results.append(result)
     return results
 
 
-def _adapt_and_sample(
-    run: Run, fitted: Fitted, task: Task, seed: int, out: Path, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task: adapted (and saved), then seeded samples beside its support images."""
-    folder = out / "tasks" / str(k)
-    adapted = fitted.adapt(task.support, task.support_labels, seed, folder)
+def _adapt(
+    run: Run,
+    fitted: Fitted,
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    seed: int,
+    folder: Path,
+    grid: Path,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Adapt to one set of K shots (the model saved in ``folder`` with the class names), then
+    seeded samples beside the support images in the PNG ``grid``. Returns the samples (uint8),
+    their slots and the adaptation seconds."""
+    start = time.perf_counter()
+    adapted = fitted.adapt(support, labels, seed, folder)
+    seconds = time.perf_counter() - start
     if adapted.gan is not None:
-        save_phase(adapted.gan, folder, "adapt", adapted.info, task.classes)
+        save_phase(adapted.gan, folder, "adapt", adapted.info, classes)
     run.histories.setdefault("adapt", adapted.info.get("history", []))
-    fake, labels = adapted.sample(run.cfg.eval.samples_per_class, seed)
-    fake, labels = to_uint8(fake.cpu()), labels.cpu()
-    grid = class_rows_grid(task.support, task.support_labels, fake, labels)
-    save_png(grid, out / "samples" / f"task_{k}.png")
-    return fake, labels
+    fake, slots = adapted.sample(run.cfg.eval.samples_per_class, seed)
+    fake, slots = to_uint8(fake.cpu()), slots.cpu()
+    save_png(class_rows_grid(support, labels, fake, slots), grid)
+    return fake, slots, seconds
 
 
 def run_evaluate(run: Run, fitted: Fitted, out: Path) -> dict[str, Any]:
@@ -121,11 +129,7 @@ def adapt_to_folder(run: Run, images: str | Path, out: Path) -> None:
     ds = load_folder(images, cfg.data.image_size, cfg.data.channels, strict=cfg.data.strict)
     support = torch.cat([ds.images_of(c) for c in ds.classes])
     labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
-    adapted = fitted.adapt(support, labels, cfg.seed, out)
-    save_phase(adapted.gan, out, "adapt", adapted.info, ds.classes)
-    fake, slots = adapted.sample(cfg.eval.samples_per_class, cfg.seed)
-    grid = class_rows_grid(support, labels, to_uint8(fake.cpu()), slots.cpu())
-    save_png(grid, out / "samples.png")
+    _adapt(run, fitted, support, labels, ds.classes, cfg.seed, out, out / "samples.png")
 
 
 def sample_checkpoint(

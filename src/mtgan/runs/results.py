@@ -86,8 +86,8 @@ def rewrite_reports(path: Path) -> None:
 
 
 def write_results(report: dict[str, Any], out: Path, grids=None) -> None:
-    """``out``'s .json, .csv, .md and scores plot from ``report``, and the sample grid
-    (``grids``: a PIL image) when given."""
+    """``out``'s .json, .csv, .md and scores plot from ``report``, and ``grids`` (the PIL image
+    of every method's samples beside the support images) when given."""
     report["paired"] = paired_differences(report["methods"])
     atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
     atomic_write(out.with_suffix(".csv"), _csv(report))
