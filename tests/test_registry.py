@@ -73,7 +73,7 @@ def test_unknown_hold_out_class_is_named(tmp_path):
 def test_unknown_dataset_and_missing_root():
     with pytest.raises(DataError, match="known: glyphs"):
         load("imagenet21k")
-    with pytest.raises(DataError, match="needs data.root"):
+    with pytest.raises(DataError, match="needs the folder of its files"):
         load("mnist")
 
 

@@ -20,6 +20,7 @@ from mtgan.report import mean_ci_text, text_summary
 from mtgan.runs.benchmark import run_benchmark
 from mtgan.runs.drivers import run_meta_train, run_pretrain
 from mtgan.runs.folder import Run, new_run, open_run, record
+from mtgan.runs.outputs import check_out
 from mtgan.runs.pipeline import (
     adapt_tasks,
     adapt_to_folder,
@@ -65,44 +66,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtgan", description="Meta Transfer GAN: few-shot image generation."
     )
     parser.add_argument("--version", action="version", version=f"mtgan {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = _common_options()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    new_run = ("config", "set", "quick", "device", "seed", "no_progress", "strict", "on_nan")
+    in_run = ("set", "device", "no_progress", "strict", "on_nan")
 
-    p = sub.add_parser("run", parents=[common], help="all phases on a dataset, into a run folder")
+    p = _command(sub, "run", "all phases on a dataset, into a new run folder", cmd_run, new_run)
     _new_run_options(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("pretrain", parents=[common], help="phase (a) into a new run folder")
+    p = _command(sub, "pretrain", "phase (a) into a new run folder", cmd_pretrain, new_run)
     _new_run_options(p)
-    p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("meta-train", parents=[common], help="phase (b) in a run folder")
-    p.add_argument(
-        "--run",
-        "--from",  # torchrun's own parser takes --run for its --run-path
-        dest="run",
-        required=True,
-        help="run folder holding pretrain/model.safetensors",
-    )
+    p = _command(sub, "meta-train", "phase (b) in a run folder", cmd_meta_train, in_run)
+    _run_option(p, "holding pretrain/model.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace meta-train/model.safetensors")
-    p.set_defaults(func=cmd_meta_train)
 
-    p = sub.add_parser("adapt", parents=[common], help="phase (c): test tasks or your own images")
-    p.add_argument("--run", required=True, help="run folder holding meta-train/model.safetensors")
+    p = _command(
+        sub, "adapt", "phase (c): the run's test tasks, or your own images with --images",
+        cmd_adapt, (*in_run, "seed"),
+    )  # fmt: skip
+    _run_option(p, "holding meta-train/model.safetensors")
     p.add_argument("--images", help="folder with one subfolder of K images per class")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        help="images to generate per class (default eval.samples_per_class)",
+    )
     p.add_argument("--out", help="output folder for --images (default RUN/adapted/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier adapted models")
-    p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser(
-        "config", parents=[common], help="print the resolved config (defaults, file, --set)"
-    )
-    p.set_defaults(func=cmd_config)
+    p = _command(
+        sub, "config", "print the resolved config (defaults, file, --set)", cmd_config,
+        ("config", "set", "quick", "device", "seed"),
+    )  # fmt: skip
 
-    p = sub.add_parser(
-        "evaluate", parents=[common], help="phase (d): adapt to seeded test tasks and score"
-    )
-    p.add_argument("--from", dest="run", required=True, help="run folder")
+    p = _command(
+        sub, "evaluate", "phase (d): adapt a method to seeded test tasks and score it",
+        cmd_evaluate, in_run,
+    )  # fmt: skip
+    _run_option(p, "holding the finished phases")
     p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
     p.add_argument("--ways", type=int, help="N (default task.n_way)")
     p.add_argument("--shots", type=int, help="K (default task.k_shot)")
@@ -124,11 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default RUN/evaluations/<method>-<N>w<K>s-<T>t)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "benchmark", parents=[common], help="methods and baselines on the same seeded test tasks"
-    )
+    p = _command(
+        sub, "benchmark", "methods and baselines on the same seeded test tasks", cmd_benchmark,
+        ("config", "set", "quick", "device", "seed", "no_progress", "strict"),
+    )  # fmt: skip
     p.add_argument(
         "--methods",
         default="mtgan,figr,finetune,frozen,scratch",
@@ -144,55 +144,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", metavar="JSON", help="only rewrite the .md, .csv and plot of a results .json"
     )
-    p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("data", help="list, inspect and download datasets")
-    data = p.add_subparsers(dest="data_command", required=True)
-    d = data.add_parser("list", help="the registered datasets")
-    d.set_defaults(func=cmd_data_list, debug=False)
-    d = data.add_parser("info", help="classes and images of a dataset")
+    p = sub.add_parser("data", help="list, inspect and download datasets", description="Datasets.")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    _command(data, "list", "the registered datasets and their splits", cmd_data_list, ())
+    d = _command(data, "info", "classes and images of a dataset", cmd_data_info, ("strict",))
     d.add_argument("name")
-    d.add_argument("--root", help="folder holding the published files")
-    d.add_argument("--split", help="one of the dataset's own splits")
-    d.add_argument("--strict", action="store_true", help="refuse unreadable images")
-    d.add_argument("--debug", action="store_true", help="tracebacks for errors")
-    d.set_defaults(func=cmd_data_info)
-    d = data.add_parser("download", help="download a dataset with public files")
+    d.add_argument("--root", help="folder holding the published files (or your own copy)")
+    d.add_argument("--split", help="one of the dataset's own files (see mtgan data list)")
+    d = _command(data, "download", "download a dataset with public files", cmd_data_download, ())
     d.add_argument("name")
     d.add_argument("--root", required=True, help="folder to download into")
-    d.add_argument("--debug", action="store_true", help="tracebacks for errors")
-    d.set_defaults(func=cmd_data_download)
 
-    p = sub.add_parser("sample", parents=[common], help="images from a checkpoint")
+    p = _command(sub, "sample", "images from a model checkpoint", cmd_sample, ("device", "seed"))
     p.add_argument("--checkpoint", required=True, help="a model.safetensors")
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="a folder (one PNG per image under <class>/, and grid.png), a .png (the labelled "
+        "grid) or a .npz (images uint8 (classes, per_class, C, H, W) and classes)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="YAML config file (see configs/)")
-    common.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
-    common.add_argument("--quick", action="store_true", help="tiny budget, for checks")
-    common.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
-    common.add_argument("--seed", type=int, help="random seed")
-    common.add_argument("--no-progress", action="store_true", help="no progress bars")
-    common.add_argument(
-        "--strict", action="store_true", help="refuse unreadable images instead of skipping them"
-    )
-    common.add_argument(
-        "--on-nan",
-        choices=["stop", "restart"],
-        default="stop",
-        help="when a loss or weight becomes NaN: stop (default), or restart from the last "
-        "checkpoint with the learning rate halved",
-    )
-    common.add_argument("--debug", action="store_true", help="tracebacks for errors")
-    return common
+OPTIONS = {
+    "config": (("--config",), {"help": "YAML config file (see configs/)"}),
+    "set": (
+        ("--set",),
+        {
+            "action": "append",
+            "default": [],
+            "metavar": "KEY=VALUE",
+            "help": "override a config key",
+        },
+    ),
+    "quick": (("--quick",), {"action": "store_true", "help": "tiny budget, for checks"}),
+    "device": (("--device",), {"choices": ["auto", "cpu", "cuda"], "help": "default auto"}),
+    "seed": (("--seed",), {"type": int, "help": "random seed"}),
+    "no_progress": (("--no-progress",), {"action": "store_true", "help": "no progress output"}),
+    "strict": (
+        ("--strict",),
+        {"action": "store_true", "help": "refuse unreadable images instead of skipping them"},
+    ),
+    "on_nan": (
+        ("--on-nan",),
+        {
+            "choices": ["stop", "restart"],
+            "default": "stop",
+            "help": "when a loss or weight becomes NaN: stop (default), or restart from the last "
+            "checkpoint with the learning rate halved",
+        },
+    ),
+}
+"""The options that several commands share; each command lists the ones it uses."""
+
+
+def _command(sub, name: str, what: str, func, options: tuple[str, ...]):
+    """A subcommand with its one-line description and its own shared options."""
+    p = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+    for key in options:
+        flags, spec = OPTIONS[key]
+        p.add_argument(*flags, **spec)
+    p.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    p.set_defaults(func=func)
+    return p
 
 
 def _new_run_options(p: argparse.ArgumentParser) -> None:
@@ -202,11 +219,22 @@ def _new_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
 
 
+def _run_option(p: argparse.ArgumentParser, holding: str) -> None:
+    p.add_argument(
+        "--run",
+        "--from",  # torchrun's own parser takes --run for its --run-path
+        dest="run",
+        required=True,
+        help=f"run folder {holding} (--from is the same)",
+    )
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
-    extra = [f"device={args.device}"] if args.device else []
-    extra += [f"seed={args.seed}"] if args.seed is not None else []
-    extra += ["data.strict=true"] if args.strict else []
-    return list(args.set) + extra
+    device, seed = getattr(args, "device", None), getattr(args, "seed", None)
+    extra = [f"device={device}"] if device else []
+    extra += [f"seed={seed}"] if seed is not None else []
+    extra += ["data.strict=true"] if getattr(args, "strict", False) else []
+    return list(getattr(args, "set", [])) + extra
 
 
 def _config(args: argparse.Namespace):
@@ -238,8 +266,6 @@ def _new_run(args: argparse.Namespace) -> Run:
 
 
 def _existing_run(args: argparse.Namespace) -> Run:
-    if args.config or args.quick:
-        raise MtganError("a run folder keeps its own config.yaml; change keys with --set")
     run = open_run(args.run, _overrides(args), progress=not args.no_progress)
     run.on_nan = args.on_nan
     return run
@@ -304,10 +330,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             k = task["task"]
             print(f"task {k}: {run.path('samples', f'task_{k}.png')}")
         return 0
+    if args.per_class is not None and args.per_class < 1:
+        raise MtganError(f"--per-class must be at least 1, got {args.per_class}")
     out = Path(args.out) if args.out else run.path("adapted", Path(args.images).name)
+    if out.is_file():
+        raise MtganError(f"--out {out} is a file; give a folder for the adapted model and images")
     _refuse_existing(out / "model.safetensors", args.overwrite)
-    adapt_to_folder(run, args.images, out)
-    print(f"adapted generator: {out / 'model.safetensors'}; samples: {out / 'samples.png'}")
+    info = adapt_to_folder(run, args.images, out, args.per_class)
+    print(
+        f"adapted in {info['adapt_s']:.1f} s to {len(info['classes'])} classes, in slot order: "
+        + ", ".join(info["classes"])
+    )
+    print(f"model: {out / 'model.safetensors'}; samples: {out / 'samples.png'}")
+    print(f"{info['per_class']} images per class: {out / 'images'}/<class>/, {out / 'images.npz'}")
     return 0
 
 
@@ -359,17 +394,23 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_data_list(args: argparse.Namespace) -> int:
     for name, info in DATASETS.items():
-        splits = "/".join(theirs for _, theirs in info.splits) or "split by classes"
-        print(f"{name:15s} {info.description} [{splits}]")
+        print(f"{name:15s} {info.description} [{info.split_text()}]")
     return 0
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
+    info = DATASETS.get(args.name)
     ds = load(args.name, args.root, args.split, strict=args.strict)
     counts = [len(ds.images_of(c)) for c in ds.classes]
     shape = tuple(ds.images_of(ds.classes[0]).shape[1:])
+    part = ""
+    if info is not None and info.parts:
+        split = args.split or info.parts[0]
+        others = [p for p in info.parts if p != split]
+        part = f", split {split}" + ("" if args.split else " (the default)")
+        part += f"; --split {'/'.join(others)} for the other{'s' if len(others) > 1 else ''}"
     print(
-        f"{args.name}{' ' + args.split if args.split else ''}: {len(ds.classes)} classes, "
+        f"{args.name}{part}: {len(ds.classes)} classes, "
         f"{len(ds)} images of shape {shape}, {min(counts)} to {max(counts)} per class"
     )
     print("classes: " + ", ".join(ds.classes[:10]) + (", ..." if len(ds.classes) > 10 else ""))
@@ -385,10 +426,14 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.per_class < 1:
         raise MtganError(f"--per-class must be at least 1, got {args.per_class}")
-    n_classes = sample_checkpoint(
-        args.checkpoint, args.per_class, args.seed or 0, args.device or "auto", args.out
+    out = check_out(args.out, args.overwrite)
+    start = time.perf_counter()
+    classes = sample_checkpoint(
+        args.checkpoint, args.per_class, args.seed or 0, args.device or "auto", out
     )
-    print(f"wrote {args.out}: {n_classes} classes x {args.per_class}")
+    seconds = time.perf_counter() - start
+    print(f"wrote {out}: {len(classes)} classes x {args.per_class} in {seconds:.1f} s")
+    print("classes in slot order: " + ", ".join(classes))
     return 0
 
 

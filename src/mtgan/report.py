@@ -43,13 +43,45 @@ def _class_rows(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def image_grid(images: torch.Tensor, ncols: int, scale: int = 2) -> Image.Image:
-    """Images (n, C, H, W) uint8 in rows of ``ncols``."""
+def labelled_grid(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    per_row: int = 10,
+    scale: int = 2,
+) -> Image.Image:
+    """Every class's images under its name, wrapped at ``per_row`` images a row.
+
+    ``images`` uint8 (n, C, H, W) with their class slots ``labels``; ``names`` the class of
+    each slot.
+    """
+    blocks = []
+    for slot, name in enumerate(names):
+        block = _to_image(image_grid_array(images[labels == slot], per_row), scale)
+        header = Image.new(block.mode, (block.width, 14), "white")
+        ImageDraw.Draw(header).text((2, 1), name, fill="black")
+        blocks += [header, block]
+    width = max(b.width for b in blocks)
+    canvas = Image.new(blocks[0].mode, (width, sum(b.height for b in blocks)), "white")
+    y = 0
+    for block in blocks:
+        canvas.paste(block, (0, y))
+        y += block.height
+    return canvas
+
+
+def image_grid_array(images: torch.Tensor, ncols: int) -> np.ndarray:
+    """Images (n, C, H, W) uint8 in rows of ``ncols``, as one (H', W', C) array."""
     n = len(images)
     rows = [_strip(images[i : i + ncols]) for i in range(0, n, ncols)]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 1), (0, width - r.shape[1]), (0, 0)), constant_values=128) for r in rows]
-    return _to_image(np.concatenate(rows, axis=0), scale)
+    return np.concatenate(rows, axis=0)
+
+
+def image_grid(images: torch.Tensor, ncols: int, scale: int = 2) -> Image.Image:
+    """Images (n, C, H, W) uint8 in rows of ``ncols``."""
+    return _to_image(image_grid_array(images, ncols), scale)
 
 
 def _strip(images: torch.Tensor) -> np.ndarray:
@@ -57,6 +89,11 @@ def _strip(images: torch.Tensor) -> np.ndarray:
     arr = images.permute(0, 2, 3, 1).cpu().numpy()
     padded = np.pad(arr, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=128)
     return np.concatenate(list(padded), axis=1)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One uint8 image (C, H, W) as a PIL image (grey or RGB), at its own size."""
+    return _to_image(image.permute(1, 2, 0).cpu().numpy(), 1)
 
 
 def _to_image(arr: np.ndarray, scale: int) -> Image.Image:

@@ -43,9 +43,22 @@ class DatasetInfo:
     splits: tuple[tuple[str, str], ...] = ()
     needs_root: bool = True
     takes: tuple[str, ...] = ()  # settings the loader itself applies (image_size, ...)
+    parts: tuple[str, ...] = ()
+    """The dataset's own parts that ``split`` (``--split``) picks from, the default first."""
 
     def split_names(self) -> dict[str, str]:
         return dict(self.splits)
+
+    def split_text(self) -> str:
+        """How the dataset's classes become train, validation and test classes, in words."""
+        if self.splits:
+            return "splits " + ", ".join(f"{ours}={theirs}" for ours, theirs in self.splits)
+        files = (
+            f"files {'/'.join(self.parts)} (--split, default {self.parts[0]}); "
+            if self.parts
+            else ""
+        )
+        return files + "classes split by data.split_fractions or data.test_classes"
 
 
 _OWN = (("train", "train"), ("validation", "validation"), ("test", "test"))
@@ -61,26 +74,38 @@ DATASETS: dict[str, DatasetInfo] = {
         "Omniglot, 1623 handwritten characters of 50 alphabets, 20 drawings each",
         ("images_background.zip / .npz", "images_evaluation.zip / .npz"),
         (("train", "background"), ("test", "evaluation")),
+        parts=("background", "evaluation"),
     ),
     "mnist": DatasetInfo(
-        "mtgan.data.idx:load_mnist", "MNIST digits (idx files)", ("train-images-idx3-ubyte.gz",)
+        "mtgan.data.idx:load_mnist",
+        "MNIST digits (idx files)",
+        ("train-images-idx3-ubyte.gz",),
+        parts=("train", "test"),
     ),
     "fashion-mnist": DatasetInfo(
         "mtgan.data.idx:load_fashion_mnist",
         "Fashion-MNIST (idx files; Debian's dataset-fashion-mnist is found by itself)",
         ("train-images-idx3-ubyte.gz",),
         needs_root=False,
+        parts=("train", "test"),
     ),
     "kmnist": DatasetInfo(
-        "mtgan.data.idx:load_kmnist", "Kuzushiji-MNIST (idx files)", ("train-images-idx3-ubyte.gz",)
+        "mtgan.data.idx:load_kmnist",
+        "Kuzushiji-MNIST (idx files)",
+        ("train-images-idx3-ubyte.gz",),
+        parts=("train", "test"),
     ),
     "notmnist": DatasetInfo(
         "mtgan.data.idx:load_notmnist",
         "notMNIST letters A-J (idx files)",
         ("train-images-idx3-ubyte.gz",),
+        parts=("train", "test"),
     ),
     "cifar10": DatasetInfo(
-        "mtgan.data.cifar:load_cifar10", "CIFAR-10 python pickles", ("cifar-10-batches-py/",)
+        "mtgan.data.cifar:load_cifar10",
+        "CIFAR-10 python pickles",
+        ("cifar-10-batches-py/",),
+        parts=("train", "test"),
     ),
     "cifar10-subset": DatasetInfo(
         "mtgan.data.cifar:load_cifar10_subset",
@@ -88,25 +113,31 @@ DATASETS: dict[str, DatasetInfo] = {
         ("cifar10_subset.npz",),
     ),
     "cifar100": DatasetInfo(
-        "mtgan.data.cifar:load_cifar100", "CIFAR-100 python pickles", ("cifar-100-python/",)
+        "mtgan.data.cifar:load_cifar100",
+        "CIFAR-100 python pickles",
+        ("cifar-100-python/",),
+        parts=("train", "test"),
     ),
     "fc100": DatasetInfo(
         "mtgan.data.cifar:load_fc100",
         "Fewshot-CIFAR100, split by superclass (60/20/20 classes)",
         ("cifar-100-python/ or FC100_{train,val,test}.pickle",),
         _OWN,
+        parts=("train", "validation", "test"),
     ),
     "cifar-fs": DatasetInfo(
         "mtgan.data.cifar:load_cifar_fs",
         "CIFAR-FS (64/16/20 CIFAR-100 classes)",
         ("cifar-100-python/ or CIFAR_FS_{train,val,test}.pickle",),
         _OWN,
+        parts=("train", "validation", "test"),
     ),
     "miniimagenet": DatasetInfo(
         "mtgan.data.miniimagenet:load_miniimagenet",
         "miniImageNet (64/16/20 classes, 600 images each, 84x84)",
         ("mini-imagenet-cache-{train,validation,test}.pkl or images/ + {train,val,test}.csv",),
         _OWN,
+        parts=("train", "validation", "test"),
     ),
     "figr8": DatasetInfo(
         "mtgan.data.folder:load_folder",
@@ -153,7 +184,10 @@ def load(
     if info is None:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if info.needs_root and root is None:
-        raise DataError(f"dataset {name!r} needs data.root (--set data.root=DIR): {info.files}")
+        raise DataError(
+            f"dataset {name!r} needs the folder of its files ({', '.join(info.files)}): "
+            "--root DIR for mtgan data, data.root (--set data.root=DIR) for a run"
+        )
     settings = {
         "image_size": image_size or 32,
         "channels": channels or 1,

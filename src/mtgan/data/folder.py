@@ -10,12 +10,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mtgan.data.base import ClassDataset
+from mtgan.data.safe import require_folder
 from mtgan.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""The files read as images, whatever the case of their suffix (``.PNG`` too)."""
 
 
 def load_folder(
@@ -27,13 +29,13 @@ def load_folder(
 ) -> ClassDataset:
     """Every subfolder of ``root`` is a class; its images are resized to ``image_size``.
 
-    Images are converted to ``channels`` (1: grey, 3: RGB) and resized to squares; a folder
-    mixing grey and colour images, or sizes, gets a note saying so. Unreadable files are
-    skipped with a warning that counts them, or refused with ``strict``.
+    Images are turned upright by their EXIF orientation, brought to 8 bits (16-bit and 32-bit
+    grey scaled, not clipped), composited over black where they are transparent (grey+alpha,
+    RGBA, palettes with transparency), converted to ``channels`` (1: grey, 3: RGB) and resized
+    to squares; a folder mixing grey and colour images, or sizes, gets a note saying so.
+    Unreadable files are skipped with a warning that counts them, or refused with ``strict``.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
+    root = require_folder(root, "image folder", "give a folder of <class>/ subfolders")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root} has no class subfolders; put each class's images in root/<class>/")
@@ -70,7 +72,7 @@ class _Seen:
         self.sizes: set[tuple[int, int]] = set()
 
     def add(self, img: Image.Image) -> None:
-        self.grey.add(img.mode in ("1", "L", "LA", "I", "I;16", "F"))
+        self.grey.add(img.mode in ("1", "L", "LA", "La", "F") or img.mode.startswith("I"))
         self.sizes.add(img.size)
 
     def note(self, root: Path, image_size: int, channels: int) -> None:
@@ -92,7 +94,36 @@ def _read_image(path: Path, image_size: int, channels: int, seen: _Seen) -> np.n
     """One image as uint8 (C, H, W), converted and resized (Lanczos) to a square."""
     with Image.open(path) as img:
         seen.add(img)
+        img = _opaque(_eight_bit(ImageOps.exif_transpose(img)))
         img = img.convert("L" if channels == 1 else "RGB")
         img = img.resize((image_size, image_size), Image.LANCZOS)
         arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """Grey images of more than 8 bits scaled to 0..255 (Pillow's own conversion clips them).
+
+    16-bit modes divide by 257 (65535 -> 255); 32-bit integers are read as 16-bit values when
+    they exceed 255; floats as 0..1 when they stay within it, else as 0..255.
+    """
+    if not img.mode.startswith(("I", "F")):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max() > 255):
+        arr = arr / 257
+    elif img.mode == "F" and arr.max() <= 1:
+        arr = arr * 255
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
+def _opaque(img: Image.Image) -> Image.Image:
+    """A transparent image composited over black (the background the models draw on)."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
+        return img
+    grey = img.mode in ("LA", "La")
+    rgba = img.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return flat.convert("L" if grey else "RGB")

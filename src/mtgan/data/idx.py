@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mtgan.data.base import ClassDataset
+from mtgan.data.safe import require_folder
 from mtgan.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
@@ -120,11 +121,9 @@ def load_idx_dataset(
     Returns:
         a ClassDataset of uint8 (n, 1, rows, cols) images; labels without images are left out.
     """
-    root = Path(root)
     if split not in _SPLIT_PREFIX:
         raise DataError(f"{name}: unknown split {split!r}; use train or test")
-    if not root.is_dir():
-        raise DataError(f"{name}: folder {root} does not exist; download the idx files there")
+    root = require_folder(root, f"{name}: folder", "download the idx files there")
     images_path = _find(root, _SPLIT_PREFIX[split], "images", 3)
     labels_path = _find(root, _SPLIT_PREFIX[split], "labels", 1)
     images, labels = read_idx(images_path), read_idx(labels_path)

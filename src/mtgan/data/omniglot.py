@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mtgan.data.base import ClassDataset
 from mtgan.data.idx import check_download
-from mtgan.data.safe import CORRUPT_ERRORS
+from mtgan.data.safe import CORRUPT_ERRORS, require_folder
 from mtgan.errors import DataError
 
 SPLITS = {
@@ -57,9 +57,7 @@ def load_omniglot(root: str | os.PathLike, split: str = "background") -> ClassDa
     if split not in SPLITS:
         raise DataError(f"omniglot: unknown split {split!r}; use background or evaluation")
     part = SPLITS[split]
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"omniglot: folder {root} does not exist; download Omniglot there")
+    root = require_folder(root, "omniglot: folder", "download Omniglot there")
     stem = f"images_{part}"
     if (root / f"{stem}.npz").exists():
         return _load_npz(root / f"{stem}.npz", part)

@@ -56,9 +56,22 @@ def require_file(path: str | os.PathLike) -> Path:
         path: the file a loader is about to read.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a file; point to the dataset's file")
     if not path.is_file():
         raise DataError(f"{path} does not exist; download the dataset and point to its folder")
     check_not_html(path)
+    return path
+
+
+def require_folder(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """The path, checked to be an existing folder; ``what`` names it and ``fix`` says what to
+    do when it does not exist (a file where a folder is needed gets its own message)."""
+    path = Path(path)
+    if path.is_file():
+        raise DataError(f"{what} {path} is a file, not a folder; give the folder that holds it")
+    if not path.is_dir():
+        raise DataError(f"{what} {path} does not exist; {fix}")
     return path
 
 

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,12 +63,58 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_model_range(images.to(device))
 
 
-def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
-    """A tqdm bar on stderr, shown by the main process only."""
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm | LineProgress:
+    """Progress on stderr, shown by the main process only: a tqdm bar on a terminal, plain
+    lines (no carriage returns) when stderr is a file or a pipe."""
     shown = enabled and is_main()
+    if shown and not sys.stderr.isatty():
+        return LineProgress(total, desc, initial)
     return tqdm(
         total=total, initial=initial, desc=desc, disable=not shown, file=sys.stderr, leave=True
     )
+
+
+class LineProgress:
+    """Progress as one plain line every tenth of the way (and at the end), for logs.
+
+    Example:
+        >>> import io, contextlib
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err), LineProgress(20, "adapt") as bar:
+        ...     for _ in range(20):
+        ...         bar.set_postfix({"loss_d": 0.5})
+        ...         bar.update()
+        >>> lines = err.getvalue().splitlines()
+        >>> len(lines), lines[0].startswith("adapt: step 2/20 (10%)"), lines[-1].endswith("0.5")
+        (10, True, True)
+    """
+
+    def __init__(self, total: int, desc: str, initial: int = 0):
+        self.total, self.desc, self.n = total, desc, initial
+        self.every = max(1, total // 10)
+        self.postfix: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def set_postfix(self, values: dict[str, float], refresh: bool = False) -> None:
+        self.postfix = dict(values)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n % self.every == 0 or self.n == self.total:
+            losses = "".join(f", {k} {v:.4g}" for k, v in self.postfix.items())
+            seconds = time.perf_counter() - self.start
+            percent = 100 * self.n // max(self.total, 1)
+            print(
+                f"{self.desc}: step {self.n}/{self.total} ({percent}%), {seconds:.0f} s{losses}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def state_identity(

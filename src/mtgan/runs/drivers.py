@@ -33,6 +33,7 @@ from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import image_grid, save_png
 from mtgan.runs.folder import MODEL_FILE, Run, record
+from mtgan.runs.loss_log import log_losses
 
 LR_SCALE_FILE = "lr_scale.json"
 MAX_NAN_RESTARTS = 3
@@ -61,6 +62,7 @@ def run_pretrain(run: Run) -> ConditionalGAN:
         shown = sample(gan, 10, rng, run.device, classes=10)[0]  # the first ten classes
         save_png(image_grid(to_uint8(shown.cpu()), ncols=10), run.path("samples", "pretrain.png"))
     _keep(run, "pretrain", info)
+    log_losses(run, "pretrain")
     save_phase(gan, run.path("pretrain"), "pretrain", info, train.classes)
     return gan
 
@@ -78,6 +80,7 @@ def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGA
 
     gan, info = train_with_restarts(run, run.cfg, run.path("meta-train"), "meta", attempt)
     _keep(run, "meta-train", info)
+    log_losses(run, "meta-train")
     save_phase(gan, run.path("meta-train"), "meta-train", info)
     return gan
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ from mtgan.phases.common import resolve_device
 from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from mtgan.report import (
     class_rows_grid,
-    image_grid,
     save_loss_plot,
     save_png,
     save_score_plot,
 )
 from mtgan.runs.drivers import RunContext, save_phase
 from mtgan.runs.folder import Run, seeded_test_tasks
+from mtgan.runs.loss_log import log_losses
+from mtgan.runs.outputs import write_images
 from mtgan.runs.run_report import run_report
 
 
@@ -62,9 +64,12 @@ def adapt_tasks(
     results = []
     test_classes = run.data()["test"].classes
     for k, task in enumerate(seeded_test_tasks(run)):
-        seed, folder, grid = run.cfg.eval.seed + k, out / "tasks" / str(k), out / "samples"
+        seed, folder = run.cfg.eval.seed + k, out / "tasks" / str(k)
         shots = task.support, task.support_labels, task.classes
-        fake, labels, seconds = _adapt(run, fitted, *shots, seed, folder, grid / f"task_{k}.png")
+        per_class = run.cfg.eval.samples_per_class
+        fake, labels, seconds = _adapt(run, fitted, *shots, seed, folder, per_class)
+        grid = class_rows_grid(task.support, task.support_labels, fake, labels)
+        save_png(grid, out / "samples" / f"task_{k}.png")
         result = {"task": k, "classes": task.classes, "adapt_s": seconds}
         if evaluator is not None:
             result |= score_task(evaluator, test_classes, task, fake, labels)
@@ -80,21 +85,21 @@ def _adapt(
     classes: list[str],
     seed: int,
     folder: Path,
-    grid: Path,
+    per_class: int,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Adapt to one set of K shots (the model saved in ``folder`` with the class names), then
-    seeded samples beside the support images in the PNG ``grid``. Returns the samples (uint8),
-    their slots and the adaptation seconds."""
+    ``per_class`` seeded samples of each class. Returns the samples (uint8), their slots and
+    the adaptation seconds."""
     start = time.perf_counter()
     adapted = fitted.adapt(support, labels, seed, folder)
     seconds = time.perf_counter() - start
     if adapted.gan is not None:
         save_phase(adapted.gan, folder, "adapt", adapted.info, classes)
-    run.histories.setdefault("adapt", adapted.info.get("history", []))
-    fake, slots = adapted.sample(run.cfg.eval.samples_per_class, seed)
-    fake, slots = to_uint8(fake.cpu()), slots.cpu()
-    save_png(class_rows_grid(support, labels, fake, slots), grid)
-    return fake, slots, seconds
+    if "adapt" not in run.histories:  # the first task's losses stand for adaptation's
+        run.histories["adapt"] = adapted.info.get("history", [])
+        log_losses(run, "adapt")
+    fake, slots = adapted.sample(per_class, seed)
+    return to_uint8(fake.cpu()), slots.cpu(), seconds
 
 
 def run_evaluate(run: Run, fitted: Fitted, out: Path) -> dict[str, Any]:
@@ -119,26 +124,64 @@ def run_evaluate(run: Run, fitted: Fitted, out: Path) -> dict[str, Any]:
     return metrics
 
 
-def adapt_to_folder(run: Run, images: str | Path, out: Path) -> None:
+SHOWN_BESIDE_SUPPORT = 10
+"""Generated images per class in ``samples.png`` beside the support images (all of them are in
+the labelled grid and the files)."""
+
+
+def adapt_to_folder(
+    run: Run, images: str | Path, out: Path, per_class: int | None = None
+) -> dict[str, Any]:
     """Phase (c) on a user's own images: ``images/<class>/*`` gives one class per subfolder.
 
-    Writes ``model.safetensors`` (with the class names) and ``samples.png`` under ``out``.
+    Writes under ``out``: ``model.safetensors`` (with the class names), ``samples.png`` (the
+    support images beside generated ones), ``per_class`` generated images per class (default
+    ``eval.samples_per_class``) as ``images/<class>/<i>.png`` with ``images/grid.png``, and
+    as ``images.npz`` (see :mod:`mtgan.runs.outputs`). Warns about a single class, classes of
+    fewer than 3 images and classes of different sizes.
+
+    Returns:
+        ``classes`` in slot order, ``adapt_s`` and ``per_class``.
     """
     cfg = run.cfg
+    per_class = per_class or cfg.eval.samples_per_class
     fitted = fit(run, "mtgan", show_adaptation=run.progress)
     ds = load_folder(images, cfg.data.image_size, cfg.data.channels, strict=cfg.data.strict)
+    warn_about_shots(images, {c: len(ds.images_of(c)) for c in ds.classes})
     support = torch.cat([ds.images_of(c) for c in ds.classes])
     labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
-    _adapt(run, fitted, support, labels, ds.classes, cfg.seed, out, out / "samples.png")
+    fake, slots, seconds = _adapt(
+        run, fitted, support, labels, ds.classes, cfg.seed, out, per_class
+    )
+    shown = torch.cat([torch.nonzero(slots == s)[:SHOWN_BESIDE_SUPPORT, 0] for s in slots.unique()])
+    save_png(class_rows_grid(support, labels, fake[shown], slots[shown]), out / "samples.png")
+    write_images(fake, slots, ds.classes, out / "images")
+    write_images(fake, slots, ds.classes, out / "images.npz")
+    return {"classes": ds.classes, "adapt_s": seconds, "per_class": per_class}
+
+
+def warn_about_shots(images: str | Path, counts: dict[str, int]) -> None:
+    """One warning for a set of shots that is usable but unlike a few-shot task."""
+    notes = []
+    if len(counts) == 1:
+        notes.append("it has a single class (NM and CF learn nothing to tell classes apart)")
+    few = [c for c, n in counts.items() if n < 3]
+    if few:
+        notes.append(f"{len(few)} class(es) have fewer than 3 images, first {few[0]!r}")
+    if len(set(counts.values())) > 1:
+        notes.append(f"classes have different K ({min(counts.values())} to {max(counts.values())})")
+    if notes:
+        warnings.warn(f"{images}: " + "; ".join(notes), stacklevel=2)
 
 
 def sample_checkpoint(
-    checkpoint: str | Path, per_class: int, seed: int, device: str, out: str | Path
-) -> int:
-    """A grid of ``per_class`` seeded images of every class of a model checkpoint, written to
-    ``out``; returns the number of classes."""
-    gan, _ = load_gan(checkpoint)
+    checkpoint: str | Path, per_class: int, seed: int, device: str, out: Path
+) -> list[str]:
+    """``per_class`` seeded images of every class of a model checkpoint, written to ``out``
+    (:func:`mtgan.runs.outputs.write_images`); returns the class names in slot order."""
+    gan, meta = load_gan(checkpoint)
     where = resolve_device(device)
-    images, _ = sample(gan.to(where), per_class, torch.Generator().manual_seed(seed), where)
-    save_png(image_grid(to_uint8(images.cpu()), ncols=per_class), out)
-    return gan.n_classes
+    images, slots = sample(gan.to(where), per_class, torch.Generator().manual_seed(seed), where)
+    classes = meta.get("classes") or [f"class_{i}" for i in range(gan.n_classes)]
+    write_images(to_uint8(images.cpu()), slots.cpu(), classes, out)
+    return classes

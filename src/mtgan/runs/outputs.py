@@ -1,0 +1,102 @@
+"""Generated images as files a user can use: one PNG per image under a folder per class, an
+npz of arrays, or a labelled grid to look at.
+
+``--out`` decides which: a path ending in ``.npz`` is an npz (``images`` uint8 (classes,
+per_class, channels, H, W), ``classes`` their names), one ending in ``.png`` is the grid alone,
+and anything else is a folder with ``<class>/<i>.png`` and ``grid.png``. Nothing is replaced
+without ``overwrite``, and a replaced folder is swapped in whole.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtgan.errors import MtganError
+from mtgan.files import atomic_write
+from mtgan.report import labelled_grid, save_png, to_pil
+
+KINDS = (".npz", ".png")
+"""The file suffixes ``--out`` may end in; any other path without a suffix is a folder."""
+
+
+def check_out(out: str | Path, overwrite: bool) -> Path:
+    """``out`` checked before any work is done: of a kind we write, and not replaced unless
+    ``overwrite``."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix and suffix not in KINDS and not str(out).endswith(("/", "\\")):
+        raise MtganError(
+            f"--out {out}: write a folder (one PNG per image), a .png (the grid) or a .npz"
+        )
+    if suffix in KINDS and out.is_dir():
+        raise MtganError(f"--out {out} is a folder; give a file name ending in {suffix}")
+    if not suffix and out.is_file():
+        raise MtganError(f"--out {out} is a file; give a folder, a .png or a .npz")
+    taken = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    if taken and not overwrite:
+        raise MtganError(f"{out} exists; pass --overwrite to replace it")
+    return out
+
+
+def write_images(
+    images: torch.Tensor, slots: torch.Tensor, classes: list[str], out: Path, per_row: int = 10
+) -> Path:
+    """Write generated uint8 ``images`` (n, C, H, W) of class slots ``slots`` to ``out`` (see
+    the module's docstring); returns what was written."""
+    suffix = out.suffix.lower()
+    if suffix == ".npz":
+        atomic_write(out, _npz(images, slots, classes))
+    elif suffix == ".png":
+        save_png(labelled_grid(images, slots, classes, per_row), out)
+    else:
+        _folder(images, slots, classes, out, per_row)
+    return out
+
+
+def _npz(images: torch.Tensor, slots: torch.Tensor, classes: list[str]) -> bytes:
+    per_class = [images[slots == s].numpy() for s in range(len(classes))]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.stack(per_class), classes=np.array(classes))
+    return buf.getvalue()
+
+
+def _folder(
+    images: torch.Tensor, slots: torch.Tensor, classes: list[str], out: Path, per_row: int
+) -> None:
+    """The folder is written beside ``out`` and renamed into place, replacing an old one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for name, slot in zip(folder_names(classes), range(len(classes)), strict=True):
+            for i, image in enumerate(images[slots == slot]):
+                save_png(to_pil(image), tmp / name / f"{i:04d}.png")
+        save_png(labelled_grid(images, slots, classes, per_row), tmp / "grid.png")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def folder_names(classes: list[str]) -> list[str]:
+    """Class names made safe as folder names (no separators, no leading dot), kept unique.
+
+    Example:
+        >>> folder_names(["cat", "a/b", ".x", "cat", ""])
+        ['cat', 'a_b', '_x', 'cat_3', 'class_4']
+    """
+    names: list[str] = []
+    for i, name in enumerate(classes):
+        safe = re.sub(r'[/\\\x00:*?"<>|]', "_", name).strip()
+        safe = "_" + safe[1:] if safe.startswith(".") else safe
+        safe = safe or f"class_{i}"
+        names.append(f"{safe}_{i}" if safe in names else safe)
+    return names
