@@ -39,7 +39,7 @@ from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.methods.figr import FigrFitted, build_figr
 from mtgan.phases.adapt import adapt
-from mtgan.phases.common import place, resolve_device, stack_classes, to_device
+from mtgan.phases.common import place, resolve_device, to_device
 from mtgan.phases.meta_train import meta_step, meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.phases.step import GanStep, Update, trainable_params
@@ -110,7 +110,7 @@ def pretraining(cfg: Config, device: torch.device, steps: int, reps: int) -> dic
     cfg = copy.deepcopy(cfg)
     cfg.pretrain.steps, cfg.pretrain.bn_calibration_batches = steps, 0
     data = synthetic_dataset(cfg)
-    images, labels = stack_classes(data)
+    images, labels = data.stacked()
     torch.manual_seed(0)
     gan = place(build_gan(cfg, CLASSES), device, cfg.speed.channels_last)
     ours, theirs = [], []
@@ -132,7 +132,7 @@ def pretrain_step_flops(gan, data: ClassDataset, cfg: Config, device: torch.devi
     """Model FLOPs (forward and backward) of one pretraining step, counted by PyTorch."""
     gan = copy.deepcopy(gan).train()
     params = trainable_params(gan, gan.names("g") + gan.names("d"))
-    images, labels = stack_classes(data)
+    images, labels = data.stacked()
     b = cfg.pretrain.batch_size
     real, y = to_device(images[:b], device), labels[:b].to(device)
     z = torch.randn(b, gan.generator.z_dim, device=device)

@@ -109,7 +109,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "cifar10-subset": DatasetInfo(
         "mtgan.data.cifar:load_cifar10_subset",
-        "the CIFAR-10 subset npz of the shared data (600 images per class)",
+        "a CIFAR-10 subset in one npz: images, labels, classes (for example 600 per class)",
         ("cifar10_subset.npz",),
     ),
     "cifar100": DatasetInfo(
@@ -176,7 +176,7 @@ def load(
         strict: refuse unreadable images of an image folder instead of skipping them.
 
     Example:
-        >>> ds = load("mnist", root="../shared/data/mnist", split="test")  # doctest: +SKIP
+        >>> ds = load("mnist", root="data/mnist", split="test")  # doctest: +SKIP
         >>> ds.classes[:3], len(ds)  # doctest: +SKIP
         (['0', '1', '2'], 10000)
     """

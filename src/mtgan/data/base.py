@@ -53,6 +53,12 @@ class ClassDataset:
         except KeyError:
             raise DataError(f"{self.name}: no class {cls!r}") from None
 
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images (uint8) and their class slots, in ``classes`` order: a support set."""
+        images = [self.images_of(c) for c in self.classes]
+        labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
+        return torch.cat(images), torch.cat(labels)
+
     def subset(self, classes: Iterable[str]) -> ClassDataset:
         """The same dataset restricted to some classes, in the given order."""
         return ClassDataset(self.name, {c: self.images_of(c) for c in classes})

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from mtgan.config import Config
-from mtgan.data.base import ClassDataset, to_model_range
+from mtgan.data.base import to_model_range
 from mtgan.distributed import is_main
 from mtgan.errors import ConfigError
 from mtgan.nn.gan import ConditionalGAN
@@ -49,13 +49,6 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
 def noise(n: int, z_dim: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """Standard normal z drawn on the CPU from ``rng`` (the same on every device)."""
     return torch.randn(n, z_dim, generator=rng).to(device)
-
-
-def stack_classes(dataset: ClassDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (uint8) and their class indices, in ``dataset.classes`` order."""
-    images = [dataset.images_of(c) for c in dataset.classes]
-    labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
-    return torch.cat(images), torch.cat(labels)
 
 
 def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -47,7 +47,6 @@ from mtgan.metrics import (
     train_evaluator,
 )
 from mtgan.metrics.evaluator import stem_stride_for
-from mtgan.phases.common import stack_classes
 
 EVALUATOR_VERSION = 1
 WEAK_EVALUATOR = 0.9
@@ -61,7 +60,7 @@ def evaluator_for(
     The cache key hashes the images, class names and training settings, so a changed dataset or
     setting trains a new M. Warns when M's held-out accuracy is below 90%.
     """
-    images, labels = stack_classes(split)
+    images, labels = split.stacked()
     settings = {"epochs": cfg.eval.evaluator_epochs, "seed": cfg.seed, "v": EVALUATOR_VERSION}
     digest = hashlib.sha256(images.numpy().tobytes())
     digest.update(json.dumps([split.classes, settings]).encode())

@@ -12,7 +12,7 @@ from mtgan.distributed import mean_over_processes, shard
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
-from mtgan.phases.common import autocast, noise, stack_classes, state_identity, to_device
+from mtgan.phases.common import autocast, noise, state_identity, to_device
 from mtgan.phases.loop import run_phase
 from mtgan.phases.step import GanStep, Update, trainable_params
 
@@ -46,7 +46,7 @@ def pretrain(
         The losses, one dict per step.
     """
     p = cfg.pretrain
-    images, labels = stack_classes(dataset)
+    images, labels = dataset.stacked()
     rng = torch.Generator().manual_seed(cfg.seed)
     gan.train()
     params = trainable_params(gan, gan.names("g") + gan.names("d"))

@@ -148,8 +148,7 @@ def adapt_to_folder(
     fitted = fit(run, "mtgan", show_adaptation=run.progress)
     ds = load_folder(images, cfg.data.image_size, cfg.data.channels, strict=cfg.data.strict)
     warn_about_shots(images, {c: len(ds.images_of(c)) for c in ds.classes})
-    support = torch.cat([ds.images_of(c) for c in ds.classes])
-    labels = torch.cat([torch.full((len(ds.images_of(c)),), i) for i, c in enumerate(ds.classes)])
+    support, labels = ds.stacked()
     fake, slots, seconds = _adapt(
         run, fitted, support, labels, ds.classes, cfg.seed, out, per_class
     )
