@@ -206,3 +206,34 @@ def test_progress_is_plain_lines_in_a_log_and_losses_are_logged(tmp_path):
 
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     assert len(events.Scalars("pretrain/loss_d")) == 20
+
+
+def test_misleading_messages_of_the_first_release_are_gone(run_folder, tmp_path, capsys):
+    images = image_folder(tmp_path / "imgs", classes=2, per_class=3)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    cases = [
+        (["data", "info", "folder"], "--root DIR"),
+        (["data", "info", "folder", "--root", str(a_file)], "is a file, not a folder"),
+        (["adapt", "--run", str(run_folder), "--images", str(a_file)], "is a file, not a folder"),
+        (["adapt", "--run", str(run_folder), "--images", str(images), "--out", str(a_file)],
+         "is a file; give a folder"),
+        (["adapt", "--run", str(run_folder), "--images", str(images), "--per-class", "0"],
+         "--per-class must be at least 1"),
+    ]  # fmt: skip
+    for argv, words in cases:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], (argv, err)
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before, argv
+
+
+def test_data_info_names_the_split_it_read(tmp_path, capsys):
+    from mtgan.data import DATASETS
+
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "files train/test (--split, default train)" in listed  # the idx datasets
+    assert "splits train=background, test=evaluation" in listed  # Omniglot's own
+    assert all(f"{name} " in listed for name in DATASETS)

@@ -251,6 +251,8 @@ def _new_run(args: argparse.Namespace) -> Run:
     if args.resume:
         if args.overwrite:
             raise MtganError("--resume continues a run; it cannot be combined with --overwrite")
+        if args.config or args.quick:
+            raise MtganError("a run folder keeps its own config.yaml; change keys with --set")
         args.run = args.resume
         run = _existing_run(args)
         run.resume = True
