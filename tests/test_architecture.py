@@ -21,6 +21,7 @@ LAYERS = [
     {"phases"},
     {"methods"},
     {"runs"},
+    {"serve"},
     {"cli", "__main__"},
 ]
 """The parts of the package from the base up: a part imports only parts on its own layer or

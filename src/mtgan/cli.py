@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name")
     d.add_argument("--root", required=True, help="folder to download into")
 
+    p = _command(
+        sub, "serve", "a local web page to adapt a run to your images and browse them",
+        cmd_serve, ("set", "device"),
+    )  # fmt: skip
+    _run_option(p, "holding meta-train/model.safetensors")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+
     p = _command(sub, "sample", "images from a model checkpoint", cmd_sample, ("device", "seed"))
     p.add_argument("--checkpoint", required=True, help="a model.safetensors")
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
@@ -268,8 +276,8 @@ def _new_run(args: argparse.Namespace) -> Run:
 
 
 def _existing_run(args: argparse.Namespace) -> Run:
-    run = open_run(args.run, _overrides(args), progress=not args.no_progress)
-    run.on_nan = args.on_nan
+    run = open_run(args.run, _overrides(args), progress=not getattr(args, "no_progress", False))
+    run.on_nan = getattr(args, "on_nan", "stop")
     return run
 
 
@@ -436,6 +444,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(f"wrote {out}: {len(classes)} classes x {args.per_class} in {seconds:.1f} s")
     print("classes in slot order: " + ", ".join(classes))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:  # the serve extra: a web server is not needed by the rest of the package
+        import uvicorn
+
+        from mtgan.serve.app import create_app
+    except ImportError as exc:
+        raise MtganError(
+            f"mtgan serve needs the serve extra ({exc.name} is missing): pip install 'mtgan[serve]'"
+        ) from None
+    run = _existing_run(args)
+    fit(run, "mtgan")  # refuse a run without a meta-trained model before listening
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        warnings.warn(
+            f"listening on {args.host}: anyone who reaches this machine can use the page",
+            stacklevel=1,
+        )
+    print(f"mtgan serve: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    uvicorn.run(create_app(run), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -4,9 +4,13 @@ what one of its steps does."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import random
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +22,35 @@ from mtgan.phases.common import place, progress_bar
 
 Step = Callable[[], dict[str, float]]
 """One step of a phase: it updates the phase's parameters and returns its losses."""
+
+
+class Interrupted(Exception):
+    """A phase stopped between two steps because its :class:`Watch` was stopped."""
+
+
+@dataclass
+class Watch:
+    """Someone watching the phases run in this thread (a server's progress page): it hears of
+    every step and may stop the phase between two steps (:meth:`stop`)."""
+
+    on_step: Callable[[str, int, int], None] = lambda phase, step, total: None
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+_WATCH: contextvars.ContextVar[Watch | None] = contextvars.ContextVar("watch", default=None)
+
+
+@contextlib.contextmanager
+def watching(watch: Watch) -> Iterator[Watch]:
+    """Let ``watch`` follow (and stop) the phases run in this thread inside the block."""
+    token = _WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _WATCH.reset(token)
 
 
 def run_phase(
@@ -42,7 +75,8 @@ def run_phase(
     ``channels_last`` when given). With ``state_path``, the loop continues from that file when
     it exists and saves its state every ``checkpoint_every`` steps: the module, the ``updates``'
     moments and the ``rngs`` (see :class:`TrainingState`, which also refuses a file written
-    under another ``identity``). A NaN or infinite loss stops the phase.
+    under another ``identity``). A NaN or infinite loss stops the phase; so does a stopped
+    :class:`Watch` (raising :class:`Interrupted`), between two steps.
 
     Example:
         >>> gan = ConditionalGAN(2, image_size=16, z_dim=4, g_width=4, d_width=4)
@@ -54,10 +88,15 @@ def run_phase(
     layout = cfg.speed.channels_last if channels_last is None else channels_last
     place(gan, device, layout)
     state = TrainingState(phase, state_path, checkpoint_every, identity, gan, updates, rngs)
+    watch = _WATCH.get()
     with progress_bar(steps, phase, progress, state.step) as bar:
         for _ in range(state.step, steps):
+            if watch is not None and watch.stopped.is_set():
+                raise Interrupted(f"{phase} stopped at step {state.step + 1} of {steps}")
             losses = step()
             state.record(losses)
             bar.set_postfix(losses, refresh=False)
             bar.update()
+            if watch is not None:
+                watch.on_step(phase, state.step, steps)
     return state.history

@@ -1,0 +1,209 @@
+"""The web app of ``mtgan serve``: a page to name classes, drop their K images and adapt a run to
+them, then browse, extend, re-seed and download the generated images.
+
+Everything it writes lives in the run's ``adapted/`` folder (the workspace), one folder per
+adaptation in the layout of ``mtgan adapt --images`` plus ``support/`` (the uploads) and
+``job.json``; earlier adaptations there are listed and reopened. Paths that come from a request
+are checked to stay inside the workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import time
+import zipfile
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from mtgan.errors import MtganError
+from mtgan.runs.folder import MODEL_FILE, Run
+from mtgan.runs.pipeline import sample_checkpoint
+from mtgan.serve.jobs import JOB_FILE, Job, Jobs
+from mtgan.serve.uploads import Limits, UploadError, store_support
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""What an adaptation's folder may be called (what a URL may name)."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".gif", ".bmp", ".tif")
+
+
+def create_app(run: Run, limits: Limits | None = None) -> FastAPI:
+    """The app serving ``run``'s page and API; its worker stops with the app."""
+    limits = limits or Limits()
+    workspace = run.path("adapted")
+    workspace.mkdir(parents=True, exist_ok=True)
+    jobs: Jobs | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        nonlocal jobs
+        jobs = Jobs(run, workspace)
+        yield
+        jobs.stop()
+
+    app = FastAPI(title="mtgan", lifespan=lifespan)
+
+    @app.exception_handler(MtganError)
+    async def refused(request: Request, exc: MtganError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return files("mtgan.serve").joinpath("page.html").read_text()
+
+    @app.get("/api/info")
+    def info() -> dict:
+        cfg = run.cfg
+        return {
+            "run": run.root.name,
+            "image_size": cfg.data.image_size,
+            "channels": cfg.data.channels,
+            "per_class": cfg.eval.samples_per_class,
+            "limits": limits.__dict__,
+        }
+
+    @app.post("/api/adapt")
+    async def adapt(request: Request) -> dict:
+        size = int(request.headers.get("content-length") or 0)
+        if size > limits.max_request_bytes:
+            raise UploadError(f"the upload is larger than {limits.max_request_bytes // 2**20} MB")
+        form = await request.form(max_files=limits.max_classes * limits.max_images_per_class + 1)
+        classes = await _classes(form)
+        per_class = _int(form.get("per_class"), run.cfg.eval.samples_per_class, limits)
+        name = _new_name(workspace)
+        store_support(classes, workspace / name / "support", limits)
+        job = jobs.submit(Job(name, per_class))
+        return {"job": job.name}
+
+    @app.get("/api/jobs/{name}")
+    def job(name: str) -> dict:
+        found = jobs.jobs.get(name)
+        if found is None:
+            raise HTTPException(404, "no such adaptation in this server's queue")
+        return found.__dict__
+
+    @app.get("/api/adaptations")
+    def adaptations() -> list[dict]:
+        done = [p for p in workspace.iterdir() if (p / MODEL_FILE).is_file() and NAME.match(p.name)]
+        return [_summary(p) for p in sorted(done, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    @app.get("/api/adaptations/{name}")
+    def adaptation(name: str) -> dict:
+        return _summary(_folder(workspace, name), full=True)
+
+    @app.post("/api/adaptations/{name}/sample")
+    async def more(name: str, request: Request) -> dict:
+        folder = _folder(workspace, name)
+        asked = await request.json()
+        per_class = _int(asked.get("per_class"), run.cfg.eval.samples_per_class, limits)
+        seed = _int(asked.get("seed"), 0, Limits(max_per_class=2**31 - 1), least=0)
+        out = folder / f"images-seed{seed}-n{per_class}"
+        for where in (out, out.with_suffix(".npz")):  # the same seed draws the same images
+            if not where.exists():
+                sample_checkpoint(folder / MODEL_FILE, per_class, seed, run.cfg.device, where)
+        return _summary(folder, full=True)
+
+    @app.get("/api/adaptations/{name}/download.zip")
+    def download_zip(name: str, set: str = "images") -> Response:
+        folder = _image_set(_folder(workspace, name), set)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*.png")):
+                if path.parent != folder:  # the class folders, not the grid
+                    zf.write(path, path.relative_to(folder).as_posix())
+        headers = {"Content-Disposition": f'attachment; filename="{name}-{set}.zip"'}
+        return Response(buf.getvalue(), media_type="application/zip", headers=headers)
+
+    @app.get("/api/adaptations/{name}/download.npz")
+    def download_npz(name: str, set: str = "images") -> FileResponse:
+        folder = _image_set(_folder(workspace, name), set)
+        return FileResponse(folder.with_suffix(".npz"), filename=f"{name}-{set}.npz")
+
+    @app.get("/files/{name}/{path:path}")
+    def file(name: str, path: str) -> FileResponse:
+        folder = _folder(workspace, name).resolve()
+        target = (folder / path).resolve()
+        if not target.is_relative_to(folder) or target.suffix.lower() not in IMAGE_SUFFIXES:
+            raise HTTPException(404, "no such image")
+        if not target.is_file():
+            raise HTTPException(404, "no such image")
+        return FileResponse(target)
+
+    return app
+
+
+async def _classes(form) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """(name, [(file name, bytes)]) per class from fields ``name_<i>`` and ``files_<i>``."""
+    classes = []
+    for key, value in form.multi_items():
+        match = re.fullmatch(r"name_(\d{1,3})", key)
+        if match:
+            uploads = form.getlist(f"files_{match.group(1)}")
+            data = [(u.filename or "?", await u.read()) for u in uploads if hasattr(u, "read")]
+            classes.append((str(value), data))
+    return classes
+
+
+def _int(value, default: int, limits: Limits, least: int = 1) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UploadError(f"{value!r} is not a whole number") from None
+    if not least <= number <= limits.max_per_class:
+        raise UploadError(f"{number} must lie between {least} and {limits.max_per_class}")
+    return number
+
+
+def _new_name(workspace: Path) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while (workspace / f"web-{stamp}-{n}").exists():
+        n += 1
+    return f"web-{stamp}-{n}"
+
+
+def _folder(workspace: Path, name: str) -> Path:
+    """An adaptation's folder by the name a request gave, never outside the workspace."""
+    folder = workspace / name
+    if not NAME.match(name) or not folder.is_dir():
+        raise HTTPException(404, "no such adaptation")
+    return folder
+
+
+def _image_set(folder: Path, name: str) -> Path:
+    if not NAME.match(name) or not name.startswith("images") or not (folder / name).is_dir():
+        raise HTTPException(404, "no such set of images")
+    return folder / name
+
+
+def _summary(folder: Path, full: bool = False) -> dict:
+    """An adaptation's classes and, with ``full``, the URLs of its images by set and class."""
+    job = folder / JOB_FILE
+    status = json.loads(job.read_text()) if job.is_file() else {}
+    support = folder / "support"
+    classes = sorted(p.name for p in support.iterdir()) if support.is_dir() else []
+    summary = {"name": folder.name, "classes": classes, "status": status.get("status", "done")}
+    if not full:
+        return summary
+
+    def urls(where: Path) -> dict[str, list[str]]:
+        return {
+            c: [f"/files/{folder.name}/{p.relative_to(folder).as_posix()}"
+                for p in sorted((where / c).glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            for c in classes
+        }  # fmt: skip
+
+    sets = sorted(
+        (p for p in folder.glob("images*") if p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
+    summary["support"] = urls(support)
+    summary["sets"] = [{"name": s.name, "images": urls(s)} for s in sets]
+    return summary
