@@ -19,7 +19,7 @@ from mtgan.methods import METHODS, parse_methods
 from mtgan.report import mean_ci_text, text_summary
 from mtgan.runs.benchmark import run_benchmark
 from mtgan.runs.drivers import run_meta_train, run_pretrain
-from mtgan.runs.folder import Run, new_run, open_run, record
+from mtgan.runs.folder import Run, new_run, open_run, record, remove_leftovers
 from mtgan.runs.outputs import check_out
 from mtgan.runs.pipeline import (
     adapt_tasks,
@@ -264,6 +264,7 @@ def _new_run(args: argparse.Namespace) -> Run:
         args.run = args.resume
         run = _existing_run(args)
         run.resume = True
+        remove_leftovers(run)
         init_from_env(run.device)
         record(run, "resumed", {"command": sys.argv})
         return run
@@ -320,6 +321,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     run = _existing_run(args)
     _refuse_existing(run.path("meta-train", "model.safetensors"), args.overwrite)
     run.resume = not args.overwrite  # continue from meta-train/state.safetensors when present
+    remove_leftovers(run)
     init_from_env(run.device)
     run_meta_train(run)
     _say(f"meta-trained: {run.path('meta-train', 'model.safetensors')}")

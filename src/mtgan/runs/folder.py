@@ -118,6 +118,18 @@ def open_run(root: str | Path, overrides: list[str] | None = None, progress: boo
     return Run(root, load_config(root / "config.yaml", overrides), progress)
 
 
+def remove_leftovers(run: Run) -> list[Path]:
+    """The temporary files that a killed process left in the run folder (an atomic write cut
+    short), removed before the run is continued (by the main process under torchrun); returns
+    them."""
+    if not is_main():
+        return []
+    leftovers = [p for p in run.root.rglob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    return leftovers
+
+
 def provenance() -> dict[str, Any]:
     """What produced a run: versions, the git commit of the package, the command line."""
     return {
