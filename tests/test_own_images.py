@@ -237,3 +237,17 @@ def test_data_info_names_the_split_it_read(tmp_path, capsys):
     assert "files train/test (--split, default train)" in listed  # the idx datasets
     assert "splits train=background, test=evaluation" in listed  # Omniglot's own
     assert all(f"{name} " in listed for name in DATASETS)
+
+
+def test_overwrite_replaces_only_a_folder_that_mtgan_wrote(run_folder, tmp_path, capsys):
+    model = run_folder / "tasks" / "0" / "model.safetensors"
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    assert _sample(model, mine, "--overwrite") == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (mine / "holiday.jpg").read_bytes() == b"precious"
+    assert _sample(model, f"{tmp_path / 'gen.v2'}/") == 0  # a folder whose name has a dot
+    assert (tmp_path / "gen.v2" / "grid.png").is_file()
+    assert _sample(model, f"{tmp_path / 'gen.v2'}/", "--overwrite", "--seed", "1") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.v2", "photos"]

@@ -271,3 +271,32 @@ def test_serve_refuses_what_is_not_a_run_and_warns_off_this_machine(run_folder, 
     open_to_all = Server(run_folder, "--host", "0.0.0.0", warnings="default")
     open_to_all.close()
     assert "anyone who reaches this machine" in open_to_all.proc.stderr.read().decode()
+
+
+def _raw(server: Server, method: str, path: str, body: bytes, headers: dict) -> int:
+    request = urllib.request.Request(server.url + path, body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_other_sites_and_odd_requests_are_refused(server):
+    form = {"Content-Type": "multipart/form-data; boundary=x"}
+    body = b'--x\r\nContent-Disposition: form-data; name="name_0"\r\n\r\na\r\n--x--\r\n'
+    evil = {**form, "Origin": "https://evil.example"}
+    assert _raw(server, "POST", "/api/adapt", body, evil) == 403  # another site's page
+    assert _raw(server, "GET", "/api/info", None, {"Host": "evil.example"}) == 400  # rebinding
+    chunked = {**form, "Transfer-Encoding": "chunked"}
+    assert _raw(server, "POST", "/api/adapt", None, chunked) == 400  # no length given
+    long_name = [("name_0", "n" * 65), ("files_0", ("0.png", _png(0)))]
+    status, answer = server.post("/api/adapt", long_name)
+    assert status == 400 and "at most 64 characters" in answer["error"]
+    status, answer = server.post("/api/adapt", _two_classes())
+    done = answer["job"]
+    assert server.wait(done)["status"] == "done"
+    json_headers = {"Content-Type": "application/json"}
+    assert _raw(server, "POST", f"/api/adaptations/{done}/sample", b"[1]", json_headers) == 400
+    assert _raw(server, "POST", f"/api/adaptations/{done}/sample", b"{", json_headers) == 400
+    assert server.status("/api/info") == 200

@@ -466,7 +466,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             stacklevel=1,
         )
     print(f"mtgan serve: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    uvicorn.run(create_app(run), host=args.host, port=args.port, log_level="warning")
+    app = create_app(run, host=args.host)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -119,8 +119,8 @@ def _eight_bit(img: Image.Image) -> Image.Image:
 
 def _opaque(img: Image.Image) -> Image.Image:
     """A transparent image composited over black (the background the models draw on)."""
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
     if img.mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
         return img
     grey = img.mode in ("LA", "La")

@@ -10,6 +10,7 @@ without ``overwrite``, and a replaced folder is swapped in whole.
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import tempfile
@@ -23,15 +24,18 @@ from mtgan.files import atomic_write
 from mtgan.report import labelled_grid, save_png, to_pil
 
 KINDS = (".npz", ".png")
+GRID = "grid.png"
+"""The labelled grid in a folder of images: the mark of a folder this module wrote."""
 """The file suffixes ``--out`` may end in; any other path without a suffix is a folder."""
 
 
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """``out`` checked before any work is done: of a kind we write, and not replaced unless
-    ``overwrite``."""
+    ``overwrite`` (and then only a folder that this module wrote)."""
+    folder = str(out).endswith(("/", "\\"))
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix and suffix not in KINDS and not str(out).endswith(("/", "\\")):
+    suffix = "" if folder else out.suffix.lower()
+    if suffix and suffix not in KINDS:
         raise MtganError(
             f"--out {out}: write a folder (one PNG per image), a .png (the grid) or a .npz"
         )
@@ -42,6 +46,8 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     taken = out.is_file() or (out.is_dir() and any(out.iterdir()))
     if taken and not overwrite:
         raise MtganError(f"{out} exists; pass --overwrite to replace it")
+    if taken and out.is_dir() and not (out / GRID).is_file():
+        raise MtganError(f"{out} is a folder that mtgan did not write; give another --out")
     return out
 
 
@@ -73,17 +79,28 @@ def _folder(
     """The folder is written beside ``out`` and renamed into place, replacing an old one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    old = tmp.with_name(tmp.name + ".old")
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the images from others
         for name, slot in zip(folder_names(classes), range(len(classes)), strict=True):
             for i, image in enumerate(images[slots == slot]):
                 save_png(to_pil(image), tmp / name / f"{i:04d}.png")
-        save_png(labelled_grid(images, slots, classes, per_row), tmp / "grid.png")
+        save_png(labelled_grid(images, slots, classes, per_row), tmp / GRID)
         if out.exists():
-            shutil.rmtree(out)
+            out.rename(old)  # the old folder stays whole until the new one is in place
         tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def folder_names(classes: list[str]) -> list[str]:
@@ -98,5 +115,8 @@ def folder_names(classes: list[str]) -> list[str]:
         safe = re.sub(r'[/\\\x00:*?"<>|]', "_", name).strip()
         safe = "_" + safe[1:] if safe.startswith(".") else safe
         safe = safe or f"class_{i}"
-        names.append(f"{safe}_{i}" if safe in names else safe)
+        unique, n = safe, i
+        while unique in names:
+            unique, n = f"{safe}_{n}", n + 1
+        names.append(unique)
     return names

@@ -13,12 +13,16 @@ import contextlib
 import io
 import json
 import re
+import threading
 import time
 import zipfile
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from mtgan.errors import MtganError
@@ -33,9 +37,18 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 IMAGE_SUFFIXES = (".png", ".jpg", ".gif", ".bmp", ".tif")
 
 
-def create_app(run: Run, limits: Limits | None = None) -> FastAPI:
-    """The app serving ``run``'s page and API; its worker stops with the app."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The app serving ``run``'s page and API; its worker stops with the app.
+
+    Served on a loopback ``host``, it answers only requests addressed to a loopback name (no
+    DNS rebinding); on any host it refuses state-changing requests sent by another site's page
+    (their ``Origin`` is not this server).
+    """
     limits = limits or Limits()
+    lock = threading.Lock()  # one sampling or upload store at a time
     workspace = run.path("adapted")
     workspace.mkdir(parents=True, exist_ok=True)
     jobs: Jobs | None = None
@@ -43,11 +56,20 @@ def create_app(run: Run, limits: Limits | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal jobs
-        jobs = Jobs(run, workspace)
+        jobs = Jobs(run, workspace, limits.max_queued)
         yield
         jobs.stop()
 
     app = FastAPI(title="mtgan", lifespan=lifespan)
+    if host in LOCAL_HOSTS:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+
+    @app.middleware("http")
+    async def same_origin(request: Request, call_next):
+        origin = request.headers.get("origin")
+        if request.method != "GET" and origin and urlsplit(origin).netloc != request.url.netloc:
+            return JSONResponse({"error": "requests from other sites are refused"}, 403)
+        return await call_next(request)
 
     @app.exception_handler(MtganError)
     async def refused(request: Request, exc: MtganError):
@@ -70,15 +92,24 @@ def create_app(run: Run, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/api/adapt")
     async def adapt(request: Request) -> dict:
-        size = int(request.headers.get("content-length") or 0)
-        if size > limits.max_request_bytes:
+        size = request.headers.get("content-length")
+        if size is None or not size.isdigit():
+            raise UploadError("send the upload with its length (Content-Length)")
+        if int(size) > limits.max_request_bytes:
             raise UploadError(f"the upload is larger than {limits.max_request_bytes // 2**20} MB")
+        if jobs.full():
+            raise UploadError("the queue is full; try again when an adaptation has finished")
         form = await request.form(max_files=limits.max_classes * limits.max_images_per_class + 1)
         classes = await _classes(form)
         per_class = _int(form.get("per_class"), run.cfg.eval.samples_per_class, limits)
-        name = _new_name(workspace)
-        store_support(classes, workspace / name / "support", limits)
-        job = jobs.submit(Job(name, per_class))
+
+        def store() -> str:
+            with lock:
+                name = _new_name(workspace)
+                store_support(classes, workspace / name / "support", limits)
+                return name
+
+        job = jobs.submit(Job(await run_in_threadpool(store), per_class))
         return {"job": job.name}
 
     @app.get("/api/jobs/{name}")
@@ -100,13 +131,24 @@ def create_app(run: Run, limits: Limits | None = None) -> FastAPI:
     @app.post("/api/adaptations/{name}/sample")
     async def more(name: str, request: Request) -> dict:
         folder = _folder(workspace, name)
-        asked = await request.json()
+        try:
+            asked = await request.json()
+        except ValueError:
+            asked = None
+        if not isinstance(asked, dict):
+            raise UploadError('send a JSON object such as {"per_class": 20, "seed": 1}')
         per_class = _int(asked.get("per_class"), run.cfg.eval.samples_per_class, limits)
         seed = _int(asked.get("seed"), 0, Limits(max_per_class=2**31 - 1), least=0)
         out = folder / f"images-seed{seed}-n{per_class}"
-        for where in (out, out.with_suffix(".npz")):  # the same seed draws the same images
-            if not where.exists():
-                sample_checkpoint(folder / MODEL_FILE, per_class, seed, run.cfg.device, where)
+
+        def draw() -> None:
+            with lock:
+                for where in (out, out.with_suffix(".npz")):  # one seed draws the same images
+                    if not where.exists():
+                        model = folder / MODEL_FILE
+                        sample_checkpoint(model, per_class, seed, run.cfg.device, where)
+
+        await run_in_threadpool(draw)
         return _summary(folder, full=True)
 
     @app.get("/api/adaptations/{name}/download.zip")
@@ -196,7 +238,7 @@ def _summary(folder: Path, full: bool = False) -> dict:
 
     def urls(where: Path) -> dict[str, list[str]]:
         return {
-            c: [f"/files/{folder.name}/{p.relative_to(folder).as_posix()}"
+            c: [f"/files/{folder.name}/{quote(p.relative_to(folder).as_posix())}"
                 for p in sorted((where / c).glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
             for c in classes
         }  # fmt: skip

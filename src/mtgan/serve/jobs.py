@@ -38,8 +38,9 @@ class Job:
 class Jobs:
     """The queue of adaptations of ``run`` into folders of ``workspace`` and its worker."""
 
-    def __init__(self, run: Run, workspace: Path):
-        self.run, self.workspace = run, workspace
+    def __init__(self, run: Run, workspace: Path, max_queued: int = 8):
+        self.run, self.workspace, self.max_queued = run, workspace, max_queued
+        _mark_unfinished(workspace)
         self.jobs: dict[str, Job] = {}
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.watch = Watch(on_step=self._on_step)
@@ -47,7 +48,14 @@ class Jobs:
         self.worker = threading.Thread(target=self._work, name="mtgan-adapt", daemon=True)
         self.worker.start()
 
+    def full(self) -> bool:
+        """Whether the queue already holds ``max_queued`` adaptations waiting their turn."""
+        return self.queue.qsize() >= self.max_queued
+
     def submit(self, job: Job) -> Job:
+        finished = [n for n, j in self.jobs.items() if j.status not in ("queued", "running")]
+        for name in finished[: max(0, len(self.jobs) - 100)]:  # keep the latest 100 in memory
+            del self.jobs[name]
         self.jobs[job.name] = job
         self._save(job)
         self.queue.put(job)
@@ -65,15 +73,18 @@ class Jobs:
 
     def _work(self) -> None:
         while (job := self.queue.get()) is not None:
-            if self.watch.stopped.is_set():
-                job.status, job.message = "stopped", "the server stopped before it ran"
+            try:
+                if self.watch.stopped.is_set():
+                    job.status, job.message = "stopped", "the server stopped before it ran"
+                else:
+                    self.current, job.status = job, "running"
+                    self._save(job)
+                    self._run(job)
                 self._save(job)
-                continue
-            self.current, job.status = job, "running"
-            self._save(job)
-            self._run(job)
-            self.current = None
-            self._save(job)
+            except Exception as exc:  # the worker must outlive any one job (a full disk...)
+                job.status, job.message = "failed", f"{type(exc).__name__}: {exc}"
+            finally:
+                self.current = None
 
     def _run(self, job: Job) -> None:
         folder = self.workspace / job.name
@@ -93,6 +104,20 @@ class Jobs:
 
     def _save(self, job: Job) -> None:
         atomic_write(self.workspace / job.name / JOB_FILE, json.dumps(asdict(job), indent=2))
+
+
+def _mark_unfinished(workspace: Path) -> None:
+    """Adaptations that a stopped server left queued or running: marked stopped, their partial
+    files removed (only the uploads and job.json stay)."""
+    for file in workspace.glob(f"*/{JOB_FILE}"):
+        try:
+            job = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(job, dict) and job.get("status") in ("queued", "running"):
+            job["status"], job["message"] = "stopped", "the server stopped before it finished"
+            _remove_partial(file.parent)
+            atomic_write(file, json.dumps(job, indent=2))
 
 
 def _remove_partial(folder: Path) -> None:

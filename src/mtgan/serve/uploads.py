@@ -14,7 +14,9 @@ from mtgan.errors import MtganError
 from mtgan.files import atomic_write
 from mtgan.runs.outputs import folder_names
 
-SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+SUFFIXES = {
+    "PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"
+}  # fmt: skip
 """The image formats accepted, by Pillow's name, and the suffix they are stored with."""
 
 
@@ -28,6 +30,8 @@ class Limits:
     max_request_bytes: int = 100 * 2**20
     max_pixels: int = 4096 * 4096
     max_per_class: int = 500
+    max_name_length: int = 64
+    max_queued: int = 8
 
 
 class UploadError(MtganError):
@@ -41,8 +45,8 @@ def check_image(data: bytes, label: str, limits: Limits) -> str:
         raise UploadError(f"{label} is empty")
     if len(data) > limits.max_file_bytes:
         raise UploadError(f"{label} is larger than {limits.max_file_bytes // 2**20} MB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
+    try:  # only the accepted formats are tried: no other decoder sees the bytes
+        with Image.open(io.BytesIO(data), formats=list(SUFFIXES)) as img:
             width, height = img.size
             if width * height > limits.max_pixels:
                 raise UploadError(f"{label} has {width}x{height} pixels, more than allowed")
@@ -52,11 +56,10 @@ def check_image(data: bytes, label: str, limits: Limits) -> str:
             kind = img.format
     except UploadError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombWarning, Image.DecompressionBombError):  # fmt: skip
+    except UnidentifiedImageError:
+        raise UploadError(f"{label} is not a PNG, JPEG, GIF, BMP or TIFF image") from None
+    except Exception:  # whatever a corrupt file makes a decoder raise
         raise UploadError(f"{label} is not a readable image") from None
-    if kind not in SUFFIXES:
-        raise UploadError(f"{label} is a {kind} image; send PNG, JPEG, GIF, BMP or TIFF")
     return kind
 
 
@@ -75,6 +78,8 @@ def store_support(
     names = [name.strip() for name, _ in classes]
     if any(not n for n in names) or len(set(names)) < len(names):
         raise UploadError("every class needs a name of its own")
+    if max(len(n) for n in names) > limits.max_name_length:
+        raise UploadError(f"class names may have at most {limits.max_name_length} characters")
     checked = []
     for name, files in classes:
         if not files:
