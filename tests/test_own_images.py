@@ -251,3 +251,19 @@ def test_overwrite_replaces_only_a_folder_that_mtgan_wrote(run_folder, tmp_path,
     assert (tmp_path / "gen.v2" / "grid.png").is_file()
     assert _sample(model, f"{tmp_path / 'gen.v2'}/", "--overwrite", "--seed", "1") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.v2", "photos"]
+
+
+def test_augment_writes_a_dataset_folder_of_generated_images(run_folder, tmp_path, capsys):
+    shots = image_folder(tmp_path / "shots", classes=2, per_class=3)
+    out = tmp_path / "dataset"
+    argv = ["augment", "--run", str(run_folder), "--images", str(shots), "--out", str(out)]
+    assert main([*argv, "--per-class", "4", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "k0", "k1"]
+    assert sorted(p.name for p in (out / "k1").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+    assert main([*argv, "--per-class", "4"]) == 2  # no overwrite without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--per-class", "2", "--with-support", "--overwrite"]) == 0
+    names = sorted(p.name for p in (out / "k0").iterdir())
+    assert names == ["0000.png", "0001.png", "support-0.png", "support-1.png", "support-2.png"]
+    assert load_folder(out, SIZE).classes == ["k0", "k1"]  # the layout the project reads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "shots"]  # no leftovers

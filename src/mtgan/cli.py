@@ -24,6 +24,7 @@ from mtgan.runs.outputs import check_out
 from mtgan.runs.pipeline import (
     adapt_tasks,
     adapt_to_folder,
+    augment_folder,
     fit,
     run_all,
     run_evaluate,
@@ -155,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = _command(data, "download", "download a dataset with public files", cmd_data_download, ())
     d.add_argument("name")
     d.add_argument("--root", required=True, help="folder to download into")
+
+    p = _command(
+        sub, "augment", "a training set from K shots: generated images per class, as folders",
+        cmd_augment, (*in_run, "seed"),
+    )  # fmt: skip
+    _run_option(p, "holding meta-train/model.safetensors")
+    p.add_argument(
+        "--images", required=True, help="folder with one subfolder of K images per class"
+    )
+    p.add_argument("--per-class", type=int, required=True, help="generated images per class")
+    p.add_argument("--out", required=True, help="the dataset folder to write: OUT/<class>/*.png")
+    p.add_argument(
+        "--with-support", action="store_true", help="copy the K original images in as well"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT that mtgan wrote")
 
     p = _command(
         sub, "serve", "a local web page to adapt a run to your images and browse them",
@@ -446,6 +462,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(f"wrote {out}: {len(classes)} classes x {args.per_class} in {seconds:.1f} s")
     print("classes in slot order: " + ", ".join(classes))
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    if args.per_class < 1:
+        raise MtganError(f"--per-class must be at least 1, got {args.per_class}")
+    if Path(args.out).suffix.lower() in (".png", ".npz"):
+        raise MtganError(f"--out {args.out}: give the folder of the dataset to write")
+    out = check_out(args.out, args.overwrite)
+    run = _existing_run(args)
+    info = augment_folder(run, args.images, out, args.per_class, args.with_support)
+    print(
+        f"adapted in {info['adapt_s']:.1f} s to {len(info['classes'])} classes: "
+        + ", ".join(info["classes"])
+    )
+    extra = " and the K originals" if args.with_support else ""
+    print(f"wrote {out}/<class>/: {args.per_class} generated images per class{extra}")
     return 0
 
 

@@ -79,22 +79,32 @@ def _folder(
     """The folder is written beside ``out`` and renamed into place, replacing an old one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    old = tmp.with_name(tmp.name + ".old")
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the images from others
         for name, slot in zip(folder_names(classes), range(len(classes)), strict=True):
             for i, image in enumerate(images[slots == slot]):
                 save_png(to_pil(image), tmp / name / f"{i:04d}.png")
         save_png(labelled_grid(images, slots, classes, per_row), tmp / GRID)
-        if out.exists():
-            out.rename(old)  # the old folder stays whole until the new one is in place
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_folder(tmp, out)
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``; an old ``out`` stays whole until the new one
+    is in place, then goes."""
+    old = new.with_name(new.name + ".old")
+    try:
+        if out.exists():
+            out.rename(old)
+        new.rename(out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
         if old.exists() and not out.exists():
             old.rename(out)
         raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

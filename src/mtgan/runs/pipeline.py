@@ -6,6 +6,8 @@ user's images), sampled and scored.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 
 from mtgan.data.base import to_uint8
-from mtgan.data.folder import load_folder
+from mtgan.data.folder import IMAGE_SUFFIXES, load_folder
 from mtgan.files import atomic_write
 from mtgan.methods import Fitted, get
 from mtgan.metrics import Evaluator
@@ -31,7 +33,7 @@ from mtgan.report import (
 from mtgan.runs.drivers import RunContext, save_phase
 from mtgan.runs.folder import Run, seeded_test_tasks
 from mtgan.runs.loss_log import log_losses
-from mtgan.runs.outputs import write_images
+from mtgan.runs.outputs import folder_names, replace_folder, write_images
 from mtgan.runs.run_report import run_report
 
 
@@ -157,6 +159,30 @@ def adapt_to_folder(
     write_images(fake, slots, ds.classes, out / "images")
     write_images(fake, slots, ds.classes, out / "images.npz")
     return {"classes": ds.classes, "adapt_s": seconds, "per_class": per_class}
+
+
+def augment_folder(
+    run: Run, images: str | Path, out: Path, per_class: int, with_support: bool = False
+) -> dict[str, Any]:
+    """A training set made from K shots (``mtgan augment``): ``out/<class>/`` holds
+    ``per_class`` generated images (``0000.png``, ...) and, ``with_support``, the original
+    files (``support-<name>``), in the folder layout that the project (and torchvision's
+    ``ImageFolder``) reads; ``out/grid.png`` shows them. ``out`` is replaced whole.
+
+    Returns:
+        What :func:`adapt_to_folder` returns.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+        info = adapt_to_folder(run, images, Path(work), per_class)
+        made = Path(work) / "images"
+        if with_support:
+            for name, cls in zip(folder_names(info["classes"]), info["classes"], strict=True):
+                for file in sorted((Path(images) / cls).iterdir()):
+                    if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                        shutil.copy2(file, made / name / f"support-{file.name}")
+        replace_folder(made, out)
+    return info
 
 
 def warn_about_shots(images: str | Path, counts: dict[str, int]) -> None:
