@@ -300,3 +300,17 @@ def test_other_sites_and_odd_requests_are_refused(server):
     assert _raw(server, "POST", f"/api/adaptations/{done}/sample", b"[1]", json_headers) == 400
     assert _raw(server, "POST", f"/api/adaptations/{done}/sample", b"{", json_headers) == 400
     assert server.status("/api/info") == 200
+
+
+def test_a_class_of_the_runs_test_split_can_stand_for_uploads(server, run_folder):
+    test_classes = json.loads(server.get("/api/dataset"))["classes"]
+    fields = [("name_0", ""), ("dataset_0", test_classes[0]), ("shots", "2")]
+    fields += [("name_1", "mine"), ("files_1", ("0.png", _png(5))), ("files_1", ("1.png", _png(6)))]
+    status, body = server.post("/api/adapt", fields)
+    assert status == 200, body
+    assert server.wait(body["job"])["status"] == "done"
+    support = run_folder / "adapted" / body["job"] / "support"
+    assert sorted(p.name for p in support.iterdir()) == sorted([test_classes[0], "mine"])
+    assert len(list((support / test_classes[0]).iterdir())) == 2
+    status, body = server.post("/api/adapt", [("name_0", "x"), ("dataset_0", "no such class")])
+    assert status == 400 and "not a class of the run's test split" in body["error"]

@@ -26,6 +26,7 @@ from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from mtgan.errors import MtganError
+from mtgan.report import to_pil
 from mtgan.runs.folder import MODEL_FILE, Run
 from mtgan.runs.pipeline import sample_checkpoint
 from mtgan.serve.jobs import JOB_FILE, Job, Jobs
@@ -90,6 +91,11 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
             "limits": limits.__dict__,
         }
 
+    @app.get("/api/dataset")
+    def dataset() -> dict:
+        """The classes of the run's test split, which the page offers instead of uploads."""
+        return {"name": run.cfg.data.name, "classes": run.data()["test"].classes}
+
     @app.post("/api/adapt")
     async def adapt(request: Request) -> dict:
         size = request.headers.get("content-length")
@@ -101,6 +107,8 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
             raise UploadError("the queue is full; try again when an adaptation has finished")
         form = await request.form(max_files=limits.max_classes * limits.max_images_per_class + 1)
         classes = await _classes(form)
+        shots = _int(form.get("shots"), run.cfg.task.k_shot, limits)
+        classes = await run_in_threadpool(_with_dataset_shots, classes, form, run, shots)
         per_class = _int(form.get("per_class"), run.cfg.eval.samples_per_class, limits)
 
         def store() -> str:
@@ -180,16 +188,39 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
     return app
 
 
-async def _classes(form) -> list[tuple[str, list[tuple[str, bytes]]]]:
-    """(name, [(file name, bytes)]) per class from fields ``name_<i>`` and ``files_<i>``."""
+async def _classes(form) -> list[tuple[str, str, list[tuple[str, bytes]]]]:
+    """(i, name, [(file name, bytes)]) per class from fields ``name_<i>`` and ``files_<i>``."""
     classes = []
     for key, value in form.multi_items():
         match = re.fullmatch(r"name_(\d{1,3})", key)
         if match:
             uploads = form.getlist(f"files_{match.group(1)}")
             data = [(u.filename or "?", await u.read()) for u in uploads if hasattr(u, "read")]
-            classes.append((str(value), data))
+            classes.append((match.group(1), str(value), data))
     return classes
+
+
+def _with_dataset_shots(classes, form, run: Run, shots: int) -> list:
+    """(name, files) per class; a class without uploads but with ``dataset_<i>`` naming a class
+    of the run's test split gets that class's first ``shots`` images, as PNG files."""
+    picked = dict(form.multi_items())
+    test, rows = None, []
+    for i, name, uploads in classes:
+        wanted = str(picked.get(f"dataset_{i}", "")).strip()
+        if not uploads and wanted:
+            test = test or run.data()["test"]
+            if wanted not in test.classes:
+                raise UploadError(f"{wanted!r} is not a class of the run's test split")
+            images = test.images_of(wanted)[:shots]
+            uploads = [(f"{k}.png", _png(x)) for k, x in enumerate(images)]
+        rows.append((name.strip() or wanted, uploads))
+    return rows
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _int(value, default: int, limits: Limits, least: int = 1) -> int:
