@@ -74,3 +74,15 @@ def image_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Pa
                 root / f"k{c}" / f"{i}.png"
             )
     return root
+
+
+def tiny_run(root: Path, out: str | Path = "run") -> Path:
+    """A whole tiny ``mtgan run`` (one test task) on a folder of noise images under ``root``;
+    returns the run folder (``root / out``)."""
+    from mtgan.cli import main
+
+    data = image_folder(root / "imgs", classes=16, per_class=6)
+    sets = [*TINY, "data.name=folder", f"data.root={data}", "eval.tasks=1"]
+    argv = ["run", "--out", str(root / out), "--no-progress"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    return root / out

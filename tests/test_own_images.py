@@ -12,7 +12,7 @@ from PIL import Image
 
 from mtgan.cli import main
 from mtgan.data.folder import load_folder
-from tests.conftest import TINY, image_folder
+from tests.conftest import TINY, image_folder, tiny_run
 
 SIZE = 16
 
@@ -83,12 +83,7 @@ def test_transparency_is_composited_over_black(tmp_path):
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("own")
-    data = image_folder(root / "imgs", classes=16, per_class=6)
-    sets = [*TINY, "data.name=folder", f"data.root={data}", "eval.tasks=1"]
-    argv = ["run", "--out", str(root / "run"), "--no-progress"]
-    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("own"))
 
 
 def test_adapt_to_a_folder_of_mixed_modes_writes_images_and_an_npz(run_folder, tmp_path, capsys):

@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtgan.cli import main
-from tests.conftest import TINY, image_folder
+from tests.conftest import tiny_run
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("multipart", reason="the serve extra is not installed")
@@ -34,12 +33,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    data = image_folder(root / "imgs", classes=16, per_class=6)
-    sets = [*TINY, "data.name=folder", f"data.root={data}", "eval.tasks=1"]
-    argv = ["run", "--out", str(root / "run"), "--no-progress"]
-    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("serve"))
 
 
 def _free_port() -> int:
