@@ -107,9 +107,11 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
             raise UploadError("the queue is full; try again when an adaptation has finished")
         form = await request.form(max_files=limits.max_classes * limits.max_images_per_class + 1)
         classes = await _classes(form)
-        shots = _int(form.get("shots"), run.cfg.task.k_shot, limits)
+        shots = _int(form.get("shots"), run.cfg.task.k_shot, limits.max_images_per_class)
         classes = await run_in_threadpool(_with_dataset_shots, classes, form, run, shots)
-        per_class = _int(form.get("per_class"), run.cfg.eval.samples_per_class, limits)
+        per_class = _int(
+            form.get("per_class"), run.cfg.eval.samples_per_class, limits.max_per_class
+        )
 
         def store() -> str:
             with lock:
@@ -145,8 +147,10 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
             asked = None
         if not isinstance(asked, dict):
             raise UploadError('send a JSON object such as {"per_class": 20, "seed": 1}')
-        per_class = _int(asked.get("per_class"), run.cfg.eval.samples_per_class, limits)
-        seed = _int(asked.get("seed"), 0, Limits(max_per_class=2**31 - 1), least=0)
+        per_class = _int(
+            asked.get("per_class"), run.cfg.eval.samples_per_class, limits.max_per_class
+        )
+        seed = _int(asked.get("seed"), 0, 2**31 - 1, least=0)
         out = folder / f"images-seed{seed}-n{per_class}"
 
         def draw() -> None:
@@ -223,15 +227,15 @@ def _png(image) -> bytes:
     return buf.getvalue()
 
 
-def _int(value, default: int, limits: Limits, least: int = 1) -> int:
+def _int(value, default: int, most: int, least: int = 1) -> int:
     if value in (None, ""):
         return default
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise UploadError(f"{value!r} is not a whole number") from None
-    if not least <= number <= limits.max_per_class:
-        raise UploadError(f"{number} must lie between {least} and {limits.max_per_class}")
+    if not least <= number <= most:
+        raise UploadError(f"{number} must lie between {least} and {most}")
     return number
 
 
