@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mtgan.errors import MtganError
-from mtgan.files import atomic_write
+from mtgan.files import atomic_write, umask
 from mtgan.report import labelled_grid, save_png, to_pil
 
 KINDS = (".npz", ".png")
@@ -80,7 +80,7 @@ def _folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the images from others
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would hide the images from others
         for name, slot in zip(folder_names(classes), range(len(classes)), strict=True):
             for i, image in enumerate(images[slots == slot]):
                 save_png(to_pil(image), tmp / name / f"{i:04d}.png")
@@ -105,12 +105,6 @@ def replace_folder(new: Path, out: Path) -> None:
             old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def folder_names(classes: list[str]) -> list[str]:

@@ -200,13 +200,15 @@ def warn_about_shots(images: str | Path, counts: dict[str, int]) -> None:
 
 
 def sample_checkpoint(
-    checkpoint: str | Path, per_class: int, seed: int, device: str, out: Path
+    checkpoint: str | Path, per_class: int, seed: int, device: str, *outs: Path
 ) -> list[str]:
-    """``per_class`` seeded images of every class of a model checkpoint, written to ``out``
-    (:func:`mtgan.runs.outputs.write_images`); returns the class names in slot order."""
+    """``per_class`` seeded images of every class of a model checkpoint, drawn once and written
+    to each of ``outs`` (:func:`mtgan.runs.outputs.write_images`: a folder, a grid, an npz);
+    returns the class names in slot order."""
     gan, meta = load_gan(checkpoint)
     where = resolve_device(device)
     images, slots = sample(gan.to(where), per_class, torch.Generator().manual_seed(seed), where)
     classes = meta.get("classes") or [f"class_{i}" for i in range(gan.n_classes)]
-    write_images(to_uint8(images.cpu()), slots.cpu(), classes, out)
+    for out in outs:
+        write_images(to_uint8(images.cpu()), slots.cpu(), classes, out)
     return classes

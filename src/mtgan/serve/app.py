@@ -155,10 +155,10 @@ def create_app(run: Run, limits: Limits | None = None, host: str = "127.0.0.1") 
 
         def draw() -> None:
             with lock:
-                for where in (out, out.with_suffix(".npz")):  # one seed draws the same images
-                    if not where.exists():
-                        model = folder / MODEL_FILE
-                        sample_checkpoint(model, per_class, seed, run.cfg.device, where)
+                missing = [p for p in (out, out.with_suffix(".npz")) if not p.exists()]
+                if missing:
+                    model = folder / MODEL_FILE
+                    sample_checkpoint(model, per_class, seed, run.cfg.device, *missing)
 
         await run_in_threadpool(draw)
         return _summary(folder, full=True)
