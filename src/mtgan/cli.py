@@ -19,6 +19,7 @@ from mtgan.methods import METHODS, parse_methods
 from mtgan.report import mean_ci_text, text_summary
 from mtgan.runs.benchmark import run_benchmark
 from mtgan.runs.drivers import run_meta_train, run_pretrain
+from mtgan.runs.fewshot import run_fewshot
 from mtgan.runs.folder import Run, new_run, open_run, record, remove_leftovers
 from mtgan.runs.outputs import check_out
 from mtgan.runs.pipeline import (
@@ -145,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", metavar="JSON", help="only rewrite the .md, .csv and plot of a results .json"
     )
+
+    p = _command(
+        sub, "fewshot", "few-shot classification with and without generated images",
+        cmd_fewshot, ("config", "set", "quick", "device", "seed", "no_progress", "strict"),
+    )  # fmt: skip
+    p.add_argument(
+        "--methods",
+        default="mtgan,frozen,finetune-augmented,figr",
+        help="comma-separated registered methods whose images augment the K shots "
+        "(default: mtgan,frozen,finetune-augmented,figr)",
+    )
+    p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
+    p.add_argument(
+        "--generated",
+        metavar="M[,M...]",
+        help="candidates for the generated (and copied) images per class, chosen on the "
+        "validation classes (default fewshot.generated); one value needs no validation classes",
+    )
+    p.add_argument("--out", help="results path stem (default results/fewshot-<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
 
     p = sub.add_parser("data", help="list, inspect and download datasets", description="Datasets.")
     data = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -417,6 +438,27 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     command = "mtgan " + shlex.join(args.argv)
     run_benchmark(run, methods, out, command, args.budget, show)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
+    return 0
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods)
+    args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
+    if args.generated is not None:
+        args.set.append(f"fewshot.generated=[{args.generated}]")
+    cfg = _config(args)
+    name = "fewshot-" + (Path(args.config).stem if args.config else cfg.data.name)
+    out = Path(args.out) if args.out else Path("results") / name
+    if out.with_suffix(".json").exists() and not args.overwrite:
+        raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
+    run = Run(out.parent, cfg, progress=not args.no_progress)
+
+    def show(condition: str, result: dict) -> None:
+        accuracy = mean_ci_text(result["summary"]["accuracy"])
+        print(f"{condition:28s} M {result['per_class']:<4d} accuracy {accuracy}", flush=True)
+
+    run_fewshot(run, methods, out, "mtgan " + shlex.join(args.argv), show)
+    print(f"results: {out.with_suffix('.md')} (.json, .png)")
     return 0
 
 

@@ -41,8 +41,11 @@ class DataConfig:
     ``split`` picks one of the dataset's own files (for example ``train`` or ``test`` of the idx
     and CIFAR datasets) when it is split by classes; ``test_classes`` holds those classes out as
     the test classes (the rest train); otherwise a dataset without few-shot splits of its own
-    is split by ``split_fractions`` with ``split_seed``. Unreadable images of an image folder
-    are skipped with a warning, or refused with ``strict`` (``--strict``).
+    is split by ``split_fractions`` with ``split_seed``. ``validation_classes`` > 0 holds that
+    many training classes out (chosen with ``split_seed``) as validation classes where the split
+    has none of its own (Omniglot's background set, a ``test_classes`` hold-out). Unreadable
+    images of an image folder are skipped with a warning, or refused with ``strict``
+    (``--strict``).
     """
 
     name: str = "glyphs"
@@ -54,6 +57,7 @@ class DataConfig:
     test_classes: list[str] | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     split_seed: int = 0
+    validation_classes: int = 0
     strict: bool = False
 
 
@@ -189,6 +193,23 @@ class ScratchConfig:
 
 
 @dataclass
+class FewshotConfig:
+    """The few-shot classification benchmark (``mtgan fewshot``): a classifier of the test
+    tasks trained on the K shots with or without M generated images per class.
+
+    ``generated``: the candidates for M, each condition's M chosen on ``validation_tasks``
+    tasks of the validation classes; ``backbone_epochs``: epochs of the feature extractor
+    trained on the training classes; ``flip``: mirror images left-right in the classic
+    augmentation (natural images, not characters).
+    """
+
+    generated: list[int] = field(default_factory=lambda: [10, 25, 50])
+    validation_tasks: int = 10
+    backbone_epochs: int = 10
+    flip: bool = False
+
+
+@dataclass
 class Config:
     """The whole run."""
 
@@ -205,6 +226,7 @@ class Config:
     figr: FigrConfig = field(default_factory=FigrConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,6 +264,9 @@ QUICK = {
     "figr.adapt_steps": 3,
     "finetune.steps": 10,
     "scratch.steps": 20,
+    "fewshot.generated": [4, 8],
+    "fewshot.validation_tasks": 2,
+    "fewshot.backbone_epochs": 1,
 }
 """Overrides of ``--quick``: the whole pipeline on a tiny budget (well under a minute)."""
 
@@ -395,8 +420,11 @@ POSITIVE = (
     "finetune.steps",
     "finetune.lr",
     "scratch.steps",
+    "fewshot.validation_tasks",
+    "fewshot.backbone_epochs",
 )
 NON_NEGATIVE = (
+    "data.validation_classes",
     "meta.steps",
     "pretrain.bn_calibration_batches",
     "pretrain.checkpoint_every",
@@ -442,6 +470,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
     if len(cfg.pretrain.betas) != 2 or not all(0 <= b < 1 for b in cfg.pretrain.betas):
         raise ConfigError(f"pretrain.betas must be two numbers in [0, 1), got {cfg.pretrain.betas}")
+    if not cfg.fewshot.generated or min(cfg.fewshot.generated) < 1:
+        raise ConfigError(
+            f"fewshot.generated must list numbers of at least 1, got {cfg.fewshot.generated}"
+        )
     fractions = cfg.data.split_fractions
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(

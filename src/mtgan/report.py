@@ -159,6 +159,24 @@ def method_bars(methods: dict[str, dict], path: str | os.PathLike) -> None:
     _save_figure(fig, path)
 
 
+def condition_bars(conditions: dict[str, dict], path: str | os.PathLike) -> None:
+    """Few-shot classification accuracy of every condition (mean and 95% CI over tasks), with
+    the accuracy on the K shots alone (the first condition) as a dashed line."""
+    plt = _plt()
+    names = list(conditions)
+    entries = [conditions[n]["summary"]["accuracy"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 3.4))
+    errors = [e["ci95"] or 0 for e in entries]
+    ax.bar(names, [e["mean"] for e in entries], yerr=errors, capsize=3, color="tab:blue")
+    ax.axhline(entries[0]["mean"], color="tab:green", linestyle="--", linewidth=1, label=names[0])
+    low = min(e["mean"] - (e["ci95"] or 0) for e in entries)
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_ylabel("query accuracy")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
 def side_by_side(grids: dict[str, Image.Image], gap: int = 8) -> Image.Image:
     """Labelled images in one row, each under its name (the methods' grids of one task)."""
     header = 14

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 from dataclasses import dataclass
 
 from mtgan.config import DataConfig
@@ -212,7 +213,17 @@ def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
       classes and the rest train (no validation classes);
     - else a dataset with splits of its own uses them;
     - else the classes are shuffled with ``cfg.split_seed`` and cut by ``cfg.split_fractions``.
+
+    Where the split has no validation classes, ``cfg.validation_classes`` of the training
+    classes (shuffled with ``cfg.split_seed``) become them.
     """
+    splits = _split(cfg)
+    if cfg.validation_classes and not splits.get("validation"):
+        splits = _hold_out_validation(splits, cfg.validation_classes, cfg.split_seed)
+    return splits
+
+
+def _split(cfg: DataConfig) -> dict[str, ClassDataset]:
 
     def read(split: str | None) -> ClassDataset:
         return load(
@@ -234,3 +245,20 @@ def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
     ds = read(cfg.split)
     parts = split_classes(ds.classes, cfg.split_fractions, cfg.split_seed)
     return {k: ds.subset(p) for k, p in zip(("train", "validation", "test"), parts, strict=True)}
+
+
+def _hold_out_validation(
+    splits: dict[str, ClassDataset], count: int, seed: int
+) -> dict[str, ClassDataset]:
+    train = splits["train"]
+    if count >= len(train.classes):
+        raise DataError(
+            f"data.validation_classes={count} leaves no training class of {len(train.classes)}"
+        )
+    order = sorted(train.classes)
+    random.Random(seed).shuffle(order)
+    held = set(order[:count])
+    return splits | {
+        "train": train.subset([c for c in train.classes if c not in held]),
+        "validation": train.subset([c for c in train.classes if c in held]),
+    }

@@ -298,7 +298,7 @@ def _train_epoch(
     for images, labels in batches:
         x = to_model_input(images, device)
         if augment:
-            x = _random_affine(x, generator)
+            x = random_affine(x, generator)
         y = labels.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -319,7 +319,7 @@ def _accuracy(model: Evaluator, images: Tensor, labels: Tensor, batch_size: int)
     return (predictions == labels).double().mean().item()
 
 
-def _random_affine(x: Tensor, generator: torch.Generator) -> Tensor:
+def random_affine(x: Tensor, generator: torch.Generator) -> Tensor:
     """Warp each image by a random shift (<= 2 px), rotation (<= 10 deg) and scale (0.9-1.1)."""
     n, _, h, w = x.shape
     u = torch.rand(n, 4, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
