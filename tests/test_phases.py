@@ -198,3 +198,37 @@ def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tin
         if k.startswith(("generator.nm", "discriminator.cf")):
             assert torch.equal(after[k], start[k]), k
     assert any(not torch.equal(after[k], start[k]) for k in after if is_ss_parameter(k))
+
+
+def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
+    tiny_cfg, toy_dataset, monkeypatch
+):
+    """G's weights after each step, averaged as ema_t = d ema_{t-1} + (1 - d) w_t from the
+    initial weights, are the pretrained G's (the discriminator is not averaged)."""
+    import mtgan.phases.pretrain as phase
+
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.pretrain.ema, cfg.pretrain.steps = 0.5, 4
+    seen, run_phase = [], phase.run_phase
+
+    def recording(name, gan, steps, step, *args, **kwargs):
+        def step_and_record():
+            losses = step()
+            seen.append({k: v.detach().clone() for k, v in gan.named_parameters()})
+            return losses
+
+        return run_phase(name, gan, steps, step_and_record, *args, **kwargs)
+
+    monkeypatch.setattr(phase, "run_phase", recording)
+    torch.manual_seed(0)
+    gan = build_gan(cfg, len(toy_dataset.classes))
+    initial = {k: v.detach().clone() for k, v in gan.named_parameters()}
+    pretrain(gan, toy_dataset, cfg, CPU)
+    final = dict(gan.named_parameters())
+    for name in gan.names("g"):
+        average = initial[name]
+        for weights in seen:
+            average = 0.5 * average + 0.5 * weights[name]
+        assert torch.allclose(final[name], average, atol=1e-6), name
+        assert not torch.equal(final[name], seen[-1][name]), name
+    assert all(torch.equal(final[n], seen[-1][n]) for n in gan.names("d"))

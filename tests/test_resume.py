@@ -311,3 +311,20 @@ def test_overwrite_removes_the_models_of_the_earlier_run(tmp_path, pretrain_args
     assert main(["pretrain", "--out", str(out), "--overwrite", *pretrain_args]) == 0
     assert (out / "pretrain" / "model.safetensors").is_file()
     assert not (out / "meta-train").exists()  # a later --resume must not take it as finished
+
+
+def _pretrained_g(cfg, dataset, state_path=None):
+    torch.manual_seed(0)
+    gan = build_gan(cfg, len(dataset.classes))
+    pretrain(gan, dataset, cfg, CPU, state_path=state_path)
+    return {k: v for k, v in _weights(gan).items() if k.startswith("generator.")}
+
+
+def test_an_averaged_generator_resumes_bit_for_bit(toy_dataset, tmp_path, monkeypatch):
+    cfg = load_config(overrides=TINY + EVERY + LONGER + ["pretrain.ema=0.9"])
+    expected = _pretrained_g(cfg, toy_dataset)
+    with monkeypatch.context() as m:
+        _crash_after_checkpoint(m, "pretrain", 4)
+        with pytest.raises(Crash):
+            _pretrained_g(cfg, toy_dataset, tmp_path / STATE_FILE)
+    _assert_same(expected, _pretrained_g(cfg, toy_dataset, tmp_path / STATE_FILE))

@@ -85,12 +85,14 @@ class TaskConfig:
 @dataclass
 class PretrainConfig:
     """Phase (a): the conditional GAN on all training classes; a state file every
-    ``checkpoint_every`` steps (0: none) to resume from."""
+    ``checkpoint_every`` steps (0: none) to resume from. ``ema`` > 0 keeps an exponential
+    moving average of G's weights with that decay per step and makes it the pretrained G."""
 
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    ema: float = 0.0
     bn_calibration_batches: int = 20
     checkpoint_every: int = 100
 
@@ -470,6 +472,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
     if len(cfg.pretrain.betas) != 2 or not all(0 <= b < 1 for b in cfg.pretrain.betas):
         raise ConfigError(f"pretrain.betas must be two numbers in [0, 1), got {cfg.pretrain.betas}")
+    if not 0 <= cfg.pretrain.ema < 1:
+        raise ConfigError(f"pretrain.ema must be in [0, 1), got {cfg.pretrain.ema}")
     if not cfg.fewshot.generated or min(cfg.fewshot.generated) < 1:
         raise ConfigError(
             f"fewshot.generated must list numbers of at least 1, got {cfg.fewshot.generated}"

@@ -68,15 +68,17 @@ def run_phase(
     state_path: str | os.PathLike | None = None,
     progress: bool = False,
     channels_last: bool | None = None,
+    extra: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Run ``step`` until the phase has taken ``steps`` steps; return the losses of each.
 
     ``gan`` is moved to ``device`` in the layout of ``speed.channels_last`` (or of
     ``channels_last`` when given). With ``state_path``, the loop continues from that file when
     it exists and saves its state every ``checkpoint_every`` steps: the module, the ``updates``'
-    moments and the ``rngs`` (see :class:`TrainingState`, which also refuses a file written
-    under another ``identity``). A NaN or infinite loss stops the phase; so does a stopped
-    :class:`Watch` (raising :class:`Interrupted`), between two steps.
+    moments, the ``rngs`` and the ``extra`` tensors the step changes (see
+    :class:`TrainingState`, which also refuses a file written under another ``identity``). A
+    NaN or infinite loss stops the phase; so does a stopped :class:`Watch` (raising
+    :class:`Interrupted`), between two steps.
 
     Example:
         >>> gan = ConditionalGAN(2, image_size=16, z_dim=4, g_width=4, d_width=4)
@@ -87,7 +89,7 @@ def run_phase(
     """
     layout = cfg.speed.channels_last if channels_last is None else channels_last
     place(gan, device, layout)
-    state = TrainingState(phase, state_path, checkpoint_every, identity, gan, updates, rngs)
+    state = TrainingState(phase, state_path, checkpoint_every, identity, gan, updates, rngs, extra)
     watch = _WATCH.get()
     with progress_bar(steps, phase, progress, state.step) as bar:
         for _ in range(state.step, steps):

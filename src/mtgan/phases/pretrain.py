@@ -12,7 +12,7 @@ from mtgan.distributed import mean_over_processes, shard
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
-from mtgan.phases.common import autocast, noise, state_identity, to_device
+from mtgan.phases.common import autocast, noise, place, state_identity, to_device
 from mtgan.phases.loop import run_phase
 from mtgan.phases.step import GanStep, Update, trainable_params
 
@@ -25,6 +25,14 @@ def build_gan(cfg: Config, n_classes: int) -> ConditionalGAN:
     )
 
 
+def _moving_average(gan: ConditionalGAN, decay: float) -> dict[str, torch.Tensor]:
+    """Copies of G's weights to average (none when ``decay`` is 0)."""
+    if decay == 0:
+        return {}
+    params = dict(gan.named_parameters())
+    return {name: params[name].detach().clone() for name in gan.names("g")}
+
+
 def pretrain(
     gan: ConditionalGAN,
     dataset: ClassDataset,
@@ -35,12 +43,14 @@ def pretrain(
 ) -> list[dict[str, float]]:
     """Phase (a): G (NM + IC) and D (FE + CF) trained on every class of ``dataset``.
 
-    Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. Ends by recording
-    IC's BatchNorm statistics (see :func:`calibrate_batchnorm`). With ``state_path``, the loop
-    saves its state every ``pretrain.checkpoint_every`` steps and continues from that file
-    when it exists (see :class:`TrainingState`); a NaN or infinite loss stops it. Under torchrun
-    every process takes its share of each batch and the gradients are averaged (data-parallel;
-    IC's BatchNorm normalises each process's share).
+    Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. With
+    ``pretrain.ema`` > 0, G's weights end as their exponential moving average over the steps
+    (``ema_t = d * ema_{t-1} + (1 - d) * w_t``; Karras et al. 2018). Ends by recording IC's
+    BatchNorm statistics for the final weights (see :func:`calibrate_batchnorm`). With
+    ``state_path``, the loop saves its state every ``pretrain.checkpoint_every`` steps and
+    continues from that file when it exists (see :class:`TrainingState`); a NaN or infinite
+    loss stops it. Under torchrun every process takes its share of each batch and the gradients
+    are averaged (data-parallel; IC's BatchNorm normalises each process's share).
 
     Returns:
         The losses, one dict per step.
@@ -55,6 +65,8 @@ def pretrain(
     update_g = Update(gan.names("g"), p.lr, "adam", betas, data_parallel=True)
     gan_step = GanStep(gan, update_d, update_g, ClassifierObjective(cfg.model.objective))
     mine = shard(p.batch_size, "pretrain.batch_size", even=True)
+    place(gan, device, cfg.speed.channels_last)
+    average = _moving_average(gan, p.ema)
 
     def step() -> dict[str, float]:
         nonlocal params
@@ -63,6 +75,9 @@ def pretrain(
         real = to_device(images[idx], device)
         with autocast(cfg, device):
             params, losses = gan_step(params, real, labels[idx].to(device), z)
+        with torch.no_grad():
+            for name, value in average.items():
+                value.lerp_(params[name], 1 - p.ema)
         return mean_over_processes(losses)
 
     history = run_phase(
@@ -70,7 +85,11 @@ def pretrain(
         identity=state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels),
         updates={"d": update_d, "g": update_g}, rngs={"rng": rng},
         checkpoint_every=p.checkpoint_every, state_path=state_path, progress=progress,
+        extra={f"ema/{name}": value for name, value in average.items()},
     )  # fmt: skip
+    with torch.no_grad():
+        for name, value in average.items():
+            params[name].copy_(value)
     calibrate_batchnorm(gan.generator, p.bn_calibration_batches, p.batch_size, rng)
     gan.requires_grad_(False)
     return history
