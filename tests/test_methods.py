@@ -26,7 +26,7 @@ from mtgan.phases.step import trainable_params
 from mtgan.runs.benchmark import Benchmark, run_benchmark
 from mtgan.runs.folder import Run
 from mtgan.runs.results import REPORTED
-from tests.conftest import TINY
+from tests.conftest import TINY, image_folder
 
 CPU = torch.device("cpu")
 RESULTS = Path(__file__).parents[1] / "results"
@@ -291,3 +291,20 @@ def test_every_method_has_a_name_a_description_and_known_phases():
     for name, method in METHODS.items():
         assert method.name == name and method.description
         assert set(method.phases) <= {"pretrain", "meta-train", "figr"}
+
+
+def test_benchmark_on_the_validation_classes(tmp_path, capsys):
+    """``--split validation`` draws the tasks and trains M on the validation classes only."""
+    data = image_folder(tmp_path / "imgs", classes=20, per_class=6, size=16)
+    sets = [*TINY, "data.name=folder", f"data.root={data}", "data.test_classes=[k0,k1,k2]"]
+    argv = ["benchmark", "--no-progress", "--methods", "frozen", "--tasks", "2"]
+    argv += [a for s in sets for a in ("--set", s)] + ["--split", "validation"]
+    assert main([*argv, "--out", str(tmp_path / "v")]) == 2  # no validation classes yet
+    assert "data.validation_classes" in capsys.readouterr().err
+    out = tmp_path / "r" / "v"
+    assert main([*argv, "--set", "data.validation_classes=4", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    seen = {c for task in report["tasks"] for c in task}
+    assert report["split"] == "validation" and len(seen) >= 3
+    evaluator = report["evaluator"]
+    assert not seen & {"k0", "k1", "k2"} and evaluator["n_train"] + evaluator["n_heldout"] == 4 * 6

@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
     p.add_argument("--budget", type=float, help="training seconds for every method")
     p.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="whose classes the tasks come from: test (default) or validation, to choose "
+        "settings on (data.validation_classes holds training classes out where a dataset has none)",
+    )
+    p.add_argument(
         "--out", help="results path stem (default results/<config name>): writes .json, .csv, .md"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -436,7 +443,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}", flush=True)
 
     command = "mtgan " + shlex.join(args.argv)
-    run_benchmark(run, methods, out, command, args.budget, show)
+    run_benchmark(run, methods, out, command, args.budget, show, args.split)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
 

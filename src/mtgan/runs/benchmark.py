@@ -132,9 +132,11 @@ class Benchmark:
         run()
         return time.perf_counter() - start
 
-    def score(self, name: str, fitted: Fitted, tasks: list[Task], evaluator) -> dict[str, Any]:
-        """Every test task adapted, sampled and scored; the first task's images kept for a grid."""
-        test_classes = self.run.data()["test"].classes
+    def score(
+        self, name: str, fitted: Fitted, tasks: list[Task], evaluator, split: str = "test"
+    ) -> dict[str, Any]:
+        """Every task adapted, sampled and scored; the first task's images kept for a grid."""
+        test_classes = self.run.data()[split].classes
         per_class = self.cfg.eval.samples_per_class
         rows, first = [], None
         for k, task in enumerate(tasks):
@@ -165,24 +167,27 @@ def run_benchmark(
     command: str,
     budget: float | None = None,
     on_method: Callable[[str, dict[str, Any]], None] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Train and score ``methods``; write ``<name>.json``, ``.csv``, ``.md`` and two PNGs.
 
     ``out`` is a path stem such as ``results/omniglot-5w10s``. The files are rewritten after
     every method, so a long benchmark keeps what it has measured; ``on_method(name, result)``
-    hears of each. Returns the JSON's content.
+    hears of each. ``split="validation"`` scores tasks of the validation classes instead of the
+    test classes (to choose settings on). Returns the JSON's content.
     """
     if budget is not None and not 0 < budget < float("inf"):
         raise MtganError(f"--budget must be a positive number of seconds, got {budget}")
     start = time.perf_counter()
     bench = Benchmark(run, budget)
-    tasks = seeded_test_tasks(run)
-    evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
+    tasks = seeded_test_tasks(run, split)
+    evaluator, evaluator_info = evaluator_for(run.data()[split], run.cfg, run.device)
     report: dict[str, Any] = {
         "command": command,
         "git_commit": git_commit(),
         "machine": machine(run.device),
         "budget_s": budget,
+        "split": split,
         "evaluator": evaluator_info,
         "tasks": [t.classes for t in tasks],
         "config": run.cfg.to_dict(),
@@ -193,7 +198,7 @@ def run_benchmark(
     support = tasks[0].support, tasks[0].support_labels
     grids = {"support": class_rows(*support, shown, scale)}
     for name in methods:
-        result = bench.score(name, bench.fit(name), tasks, evaluator)
+        result = bench.score(name, bench.fit(name), tasks, evaluator, split)
         grids[name] = class_rows(*result.pop("_first"), shown, scale)
         report["methods"][name] = result
         report["elapsed_s"] = time.perf_counter() - start

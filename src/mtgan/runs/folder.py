@@ -172,8 +172,20 @@ def _run_info(run: Run) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def seeded_test_tasks(run: Run) -> list[Task]:
-    """The seeded test tasks: the same seed gives the same tasks for every method."""
+def seeded_test_tasks(run: Run, split: str = "test") -> list[Task]:
+    """The seeded tasks of the test classes (or of another split's, for example ``validation``
+    to choose settings on): the same seed gives the same tasks for every method."""
     t, e = run.cfg.task, run.cfg.eval
-    sampler = EpisodeSampler(run.data()["test"], t.n_way, t.k_shot, t.q_query, e.seed)
+    classes = run.data().get(split)
+    if classes is None or len(classes.classes) < t.n_way:
+        have = 0 if classes is None else len(classes.classes)
+        raise MtganError(
+            f"{have} {split} classes are too few for {t.n_way}-way tasks"
+            + (
+                "; hold training classes out with data.validation_classes"
+                if split != "test"
+                else ""
+            )
+        )
+    sampler = EpisodeSampler(classes, t.n_way, t.k_shot, t.q_query, e.seed)
     return [sampler.sample() for _ in range(e.tasks)]
