@@ -308,3 +308,25 @@ def test_benchmark_on_the_validation_classes(tmp_path, capsys):
     assert report["split"] == "validation" and len(seen) >= 3
     evaluator = report["evaluator"]
     assert not seen & {"k0", "k1", "k2"} and evaluator["n_train"] + evaluator["n_heldout"] == 4 * 6
+
+
+def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
+    def results(shift: float) -> dict:
+        tasks = [
+            {"fid": 10.0 + k + shift, "real_fid": 5.0, "kid": 1.0, "diversity": 2.0 * (1 + shift)}
+            | {"real_diversity": 2.0, "mode_score": 3.0}
+            for k in range(3)
+        ]
+        return {"command": "mtgan benchmark", "tasks": [["a"], ["b"], ["c"]],
+                "methods": {"frozen": {"tasks": tasks}}}  # fmt: skip
+
+    paths = [tmp_path / "before.json", tmp_path / "after.json"]
+    for path, shift in zip(paths, (0.0, 1.0), strict=True):
+        path.write_text(json.dumps(results(shift)))
+    assert main(["benchmark", "--compare", *map(str, paths)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| frozen | 2.2 → 2.4 | 1 → 2 | 1 ± 0 | 0 ± 0 | 2 ± 0 | 0 ± 0 |")
+    other = results(0.0) | {"tasks": [["x"], ["b"], ["c"]]}
+    paths[1].write_text(json.dumps(other))
+    assert main(["benchmark", "--compare", *map(str, paths)]) == 2
+    assert "different tasks" in capsys.readouterr().err

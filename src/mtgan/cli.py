@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -31,7 +32,7 @@ from mtgan.runs.pipeline import (
     run_evaluate,
     sample_checkpoint,
 )
-from mtgan.runs.results import results_file, rewrite_reports
+from mtgan.runs.results import compare_results, results_file, rewrite_reports
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument(
         "--report", metavar="JSON", help="only rewrite the .md, .csv and plot of a results .json"
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="only compare two results .json of the same tasks (AFTER - BEFORE, task by task)",
     )
 
     p = _command(
@@ -425,6 +432,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.compare:
+        before, after = (json.loads(results_file(p).read_text()) for p in args.compare)
+        print("\n".join(compare_results(before, after)))
+        return 0
     if args.report:
         rewrite_reports(results_file(args.report))
         print(f"rewrote {Path(args.report).with_suffix('.md')} (.csv, _scores.png)")

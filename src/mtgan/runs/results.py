@@ -68,6 +68,39 @@ def paired_differences(methods: dict[str, dict]) -> dict[str, dict[str, dict]]:
     return paired
 
 
+COMPARED = ("fid", "kid", "diversity", "mode_score")
+"""Scores compared task by task between two results files."""
+
+
+def compare_results(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A Markdown table of ``after - before`` for every method of both results, task by task
+    (mean ± 95% CI of the per-task differences), with each side's FID and diversity as ratios
+    to the real images' (a setting such as ``pretrain.ema`` compared on the same tasks)."""
+    if before["tasks"] != after["tasks"]:
+        raise MtganError("the two results files hold different tasks: nothing to pair")
+    lines = [
+        "| method | FID / real (before → after) | diversity / real | "
+        + " | ".join(f"Δ {REPORTED[k]}" for k in COMPARED)
+        + " |",
+        "|" + " --- |" * (3 + len(COMPARED)),
+    ]
+    for method in [m for m in before["methods"] if m in after["methods"]]:
+        rows = before["methods"][method]["tasks"], after["methods"][method]["tasks"]
+        ratios = [" → ".join(f"{_ratio(r, key):.3g}" for r in rows) for key in ("fid", "diversity")]
+        cells = []
+        for key in COMPARED:
+            diffs = [b[key] - a[key] for a, b in zip(*rows, strict=True)]
+            mean, half = mean_confidence_interval(diffs)
+            cells.append(mean_ci_text({"mean": mean, "ci95": None if math.isnan(half) else half}))
+        lines.append(f"| {method} | " + " | ".join(ratios + cells) + " |")
+    return lines
+
+
+def _ratio(tasks: list[dict], key: str) -> float:
+    """The mean score over the mean real-image score (FID between support and query images)."""
+    return sum(t[key] for t in tasks) / sum(t[f"real_{key}"] for t in tasks)
+
+
 def results_file(path: str | Path) -> Path:
     """A benchmark's results .json, checked before anything is rewritten from it."""
     file = Path(path)
