@@ -115,6 +115,11 @@ def test_run_writes_the_documented_layout(tiny_run):
         assert (out / rel).is_file(), rel
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["tasks"]) == 2
+    pretrained = metrics["pretrained"]  # the pretrained G on tasks of training classes
+    assert pretrained["fid"]["n"] == 2 and pretrained["diversity"]["mean"] > 0
+    assert (
+        "The pretrained generator on 2 tasks of training classes" in (out / "report.md").read_text()
+    )
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
 
 

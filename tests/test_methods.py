@@ -213,6 +213,9 @@ def test_benchmark_command_writes_results(tmp_path, capsys):
     assert rows[0] == "method,score,mean,ci95,n" and len(rows) > 6 * len(REPORTED)
     table = out.with_suffix(".md").read_text()
     assert all(f"| {m} |" in table for m in methods.split(","))
+    stage = report["pretrained"]  # the shared pretrained G's own images, scored
+    assert stage["summary"]["fid"]["n"] == 2 and len(stage["tasks"]) == 2
+    assert f"The shared pretrained G ({stage['pretrain_steps']} steps)" in table
     for png in ("tiny_scores.png", "tiny_samples.png"):
         assert (out.parent / png).stat().st_size > 1000
     assert main([*argv, "--out", str(out)]) == 2  # no overwrite without --overwrite

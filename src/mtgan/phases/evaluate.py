@@ -28,8 +28,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 
 from mtgan.config import Config
-from mtgan.data.base import ClassDataset
-from mtgan.data.episodes import Task
+from mtgan.data.base import ClassDataset, to_uint8
+from mtgan.data.episodes import EpisodeSampler, Task
 from mtgan.files import atomic_write, cache_dir
 from mtgan.metrics import (
     Evaluator,
@@ -47,6 +47,8 @@ from mtgan.metrics import (
     train_evaluator,
 )
 from mtgan.metrics.evaluator import stem_stride_for
+from mtgan.nn.gan import ConditionalGAN
+from mtgan.phases.common import noise
 
 EVALUATOR_VERSION = 1
 WEAK_EVALUATOR = 0.9
@@ -131,6 +133,37 @@ def score_task(
         "kid": kernel_inception_distance(gen_f, real_f)[0],
     }
     return scores | _per_class_scores(task, generated, generated_labels, gen_f, real_f)
+
+
+def score_pretrained(
+    gan: ConditionalGAN, train: ClassDataset, cfg: Config, device: torch.device
+) -> list[dict[str, float]]:
+    """The pretrained G's own images of training classes, scored as a test task's are.
+
+    ``eval.tasks`` seeded N-way tasks of the training classes; M is trained on the classes of
+    those tasks; each task's generated images are ``eval.samples_per_class`` samples of its
+    classes from the pretrained G (NM's columns of the training classes). FID and diversity
+    against the same scores of the real images show what the backbone can draw before any
+    adaptation (a weak backbone caps every method built on it).
+    """
+    t, e = cfg.task, cfg.eval
+    sampler = EpisodeSampler(train, t.n_way, t.k_shot, t.q_query, e.seed)
+    tasks = [sampler.sample() for _ in range(e.tasks)]
+    classes = sorted({c for task in tasks for c in task.classes})
+    evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
+    column = {c: i for i, c in enumerate(train.classes)}
+    gan.eval()
+    rows = []
+    for k, task in enumerate(tasks):
+        slots = torch.arange(t.n_way).repeat_interleave(e.samples_per_class)
+        labels = torch.tensor([column[c] for c in task.classes])[slots]
+        z = noise(
+            len(labels), gan.generator.z_dim, torch.Generator().manual_seed(e.seed + k), device
+        )
+        with torch.no_grad():
+            fake = to_uint8(gan.generator(z, labels.to(device)).cpu())
+        rows.append(score_task(evaluator, classes, task, fake, slots))
+    return rows
 
 
 def _per_class_scores(task, generated, generated_labels, gen_f, real_f) -> dict[str, float]:

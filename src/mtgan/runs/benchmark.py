@@ -28,7 +28,7 @@ from mtgan.methods import METHODS, Fitted
 from mtgan.methods.figr import build_figr, figr_meta_train
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.adapt import HEADS, adapt
-from mtgan.phases.evaluate import evaluator_for, score_task, summarize
+from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
 from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows, side_by_side
@@ -132,6 +132,15 @@ class Benchmark:
         run()
         return time.perf_counter() - start
 
+    def pretrained_stage(self) -> dict[str, Any] | None:
+        """The first shared pretrained G's own images of training classes, scored
+        (:func:`score_pretrained`); None before any method pretrained."""
+        if not self._backbones:
+            return None
+        steps, (gan, _) = next(iter(self._backbones.items()))
+        rows = score_pretrained(gan, self.training_set(), self.cfg, self.device)
+        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows}
+
     def score(
         self, name: str, fitted: Fitted, tasks: list[Task], evaluator, split: str = "test"
     ) -> dict[str, Any]:
@@ -201,6 +210,8 @@ def run_benchmark(
         result = bench.score(name, bench.fit(name), tasks, evaluator, split)
         grids[name] = class_rows(*result.pop("_first"), shown, scale)
         report["methods"][name] = result
+        if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
+            report["pretrained"] = stage
         report["elapsed_s"] = time.perf_counter() - start
         write_results(report, out, side_by_side(grids))
         if on_method is not None:

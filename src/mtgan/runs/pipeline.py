@@ -23,7 +23,7 @@ from mtgan.metrics import Evaluator
 from mtgan.nn.gan import load_gan
 from mtgan.phases.adapt import sample
 from mtgan.phases.common import resolve_device
-from mtgan.phases.evaluate import evaluator_for, score_task, summarize
+from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
 from mtgan.report import (
     class_rows_grid,
     save_loss_plot,
@@ -45,10 +45,14 @@ def fit(run: Run, method: str, train: bool = False, show_adaptation: bool = Fals
 
 
 def run_all(run: Run) -> dict[str, Any]:
-    """Meta Transfer GAN's phases in order, then ``metrics.json``, ``losses.png`` and
-    ``report.md``."""
+    """Meta Transfer GAN's phases in order, then ``metrics.json`` (with the pretrained G's own
+    scores on training classes, :func:`score_pretrained`), ``losses.png`` and ``report.md``."""
     fitted = fit(run, "mtgan", train=True)
-    metrics = run_evaluate(run, fitted, run.root)
+    pretrained, _ = RunContext(run, train=False).pretrained(run.cfg)
+    start = time.perf_counter()
+    stage = score_pretrained(pretrained, run.data()["train"], run.cfg, run.device)
+    run.timings["pretrained-scores"] = time.perf_counter() - start
+    metrics = run_evaluate(run, fitted, run.root, {"pretrained": summarize(stage)})
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), run_report(run, metrics))
     return metrics
@@ -104,11 +108,14 @@ def _adapt(
     return to_uint8(fake.cpu()), slots.cpu(), seconds
 
 
-def run_evaluate(run: Run, fitted: Fitted, out: Path) -> dict[str, Any]:
+def run_evaluate(
+    run: Run, fitted: Fitted, out: Path, stages: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Phase (d): M for the test classes, then every seeded test task adapted and scored.
 
-    Writes ``metrics.json`` and ``scores.png`` (Mode Score per task against the real ceiling)
-    under ``out``, besides what :func:`adapt_tasks` writes.
+    Writes ``metrics.json`` (with ``stages``, scores of earlier phases' models, when given) and
+    ``scores.png`` (Mode Score per task against the real ceiling) under ``out``, besides what
+    :func:`adapt_tasks` writes.
     """
     start = time.perf_counter()
     evaluator, evaluator_info = evaluator_for(run.data()["test"], run.cfg, run.device)
@@ -118,6 +125,7 @@ def run_evaluate(run: Run, fitted: Fitted, out: Path) -> dict[str, Any]:
         "evaluator": evaluator_info,
         "summary": summarize([{k: v for k, v in t.items() if k != "task"} for t in tasks]),
         "tasks": tasks,
+        **(stages or {}),
         "timings": run.timings,
         "final_losses": {phase: h[-1] for phase, h in run.histories.items() if h},
     }

@@ -153,6 +153,16 @@ def _markdown(report: dict[str, Any], name: str) -> str:
         f"diversity {mean_ci_text(first['real_diversity'])}."
     )
     header = ["method", *REPORTED.values(), "training s"]
+    stage = report.get("pretrained")
+    if stage is not None:
+        summary = stage["summary"]
+        real += (
+            f" The shared pretrained G ({stage['pretrain_steps']} steps) on "
+            f"{summary['fid']['n']} tasks of training classes, before adaptation: FID "
+            f"{summary['fid']['mean'] / summary['real_fid']['mean']:.2f} times the real images', "
+            f"diversity {summary['diversity']['mean'] / summary['real_diversity']['mean']:.2f} "
+            "times theirs."
+        )
     lines = [
         f"# Benchmark `{name}`",
         "",

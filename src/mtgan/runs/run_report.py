@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtgan.report import markdown_summary
+from mtgan.report import markdown_summary, mean_ci_text
 from mtgan.runs.folder import Run
 
 
@@ -25,6 +25,7 @@ def run_report(run: Run, metrics: dict[str, Any]) -> str:
         "",
         *markdown_summary(metrics["summary"]),
         "",
+        *_stage_lines(metrics.get("pretrained")),
         "| phase | seconds |",
         "| --- | --- |",
         *[f"| {k} | {v:.1f} |" for k, v in metrics["timings"].items()],
@@ -41,3 +42,18 @@ def run_report(run: Run, metrics: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _stage_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The pretrained G's own images of training classes against real ones, as ratios."""
+    if summary is None:
+        return []
+    fid = summary["fid"]["mean"] / summary["real_fid"]["mean"]
+    diversity = summary["diversity"]["mean"] / summary["real_diversity"]["mean"]
+    return [
+        f"The pretrained generator on {summary['fid']['n']} tasks of training classes, before "
+        f"any adaptation: FID {fid:.2f} times the real images' (support vs query), diversity "
+        f"{diversity:.2f} times theirs, Mode Score {mean_ci_text(summary['mode_score'])} "
+        f"(real {mean_ci_text(summary['real_mode_score'])}).",
+        "",
+    ]
