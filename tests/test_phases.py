@@ -203,7 +203,7 @@ def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tin
 def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     tiny_cfg, toy_dataset, monkeypatch
 ):
-    """G's weights after each step, averaged as ema_t = d ema_{t-1} + (1 - d) w_t from the
+    """G's weights after each step, averaged as ema_t = d_t ema_{t-1} + (1 - d_t) w_t from the
     initial weights, are the pretrained G's (the discriminator is not averaged)."""
     import mtgan.phases.pretrain as phase
 
@@ -227,8 +227,9 @@ def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     final = dict(gan.named_parameters())
     for name in gan.names("g"):
         average = initial[name]
-        for weights in seen:
-            average = 0.5 * average + 0.5 * weights[name]
+        for t, weights in enumerate(seen, 1):
+            decay = min(0.5, (1 + t) / (10 + t))
+            average = decay * average + (1 - decay) * weights[name]
         assert torch.allclose(final[name], average, atol=1e-6), name
         assert not torch.equal(final[name], seen[-1][name]), name
     assert all(torch.equal(final[n], seen[-1][n]) for n in gan.names("d"))

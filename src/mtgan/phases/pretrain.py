@@ -25,6 +25,17 @@ def build_gan(cfg: Config, n_classes: int) -> ConditionalGAN:
     )
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The decay at ``step`` (from 1): ``min(decay, (1 + step) / (10 + step))``, so that the
+    random initial weights are soon forgotten however long the average's memory.
+
+    Example:
+        >>> ema_decay(0.999, 1), ema_decay(0.999, 100_000)
+        (0.18181818181818182, 0.999)
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 def _moving_average(gan: ConditionalGAN, decay: float) -> dict[str, torch.Tensor]:
     """Copies of G's weights to average (none when ``decay`` is 0)."""
     if decay == 0:
@@ -45,7 +56,8 @@ def pretrain(
 
     Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. With
     ``pretrain.ema`` > 0, G's weights end as their exponential moving average over the steps
-    (``ema_t = d * ema_{t-1} + (1 - d) * w_t``; Karras et al. 2018). Ends by recording IC's
+    (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``, Karras et al. 2018, with the warm-up of
+    :func:`ema_decay`). Ends by recording IC's
     BatchNorm statistics for the final weights (see :func:`calibrate_batchnorm`). With
     ``state_path``, the loop saves its state every ``pretrain.checkpoint_every`` steps and
     continues from that file when it exists (see :class:`TrainingState`); a NaN or infinite
@@ -75,9 +87,10 @@ def pretrain(
         real = to_device(images[idx], device)
         with autocast(cfg, device):
             params, losses = gan_step(params, real, labels[idx].to(device), z)
+        decay = ema_decay(p.ema, update_g.t)
         with torch.no_grad():
             for name, value in average.items():
-                value.lerp_(params[name], 1 - p.ema)
+                value.lerp_(params[name], 1 - decay)
         return mean_over_processes(losses)
 
     history = run_phase(
