@@ -333,3 +333,26 @@ def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
     paths[1].write_text(json.dumps(other))
     assert main(["benchmark", "--compare", *map(str, paths)]) == 2
     assert "different tasks" in capsys.readouterr().err
+
+
+def test_benchmark_against_adaptation_steps(tmp_path, capsys):
+    out = tmp_path / "results" / "tiny-steps"
+    argv = ["benchmark", "--quick", "--no-progress", "--methods", "frozen,figr", "--tasks", "2"]
+    argv += [f"--set={s}" for s in TINY[:4]] + ["--adapt-steps", "1,4", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["steps"] == [1, 4] and report["default_steps"] == 20  # --quick's adapt.steps
+    for method in ("frozen", "figr"):
+        assert list(report["methods"][method]) == ["1", "4"]
+        for result in report["methods"][method].values():
+            assert len(result["tasks"]) == 2
+            assert {"fid", "kid", "mode_score", "diversity", "real_fid", "adapt_s"} <= set(
+                result["tasks"][0]
+            )
+    frozen = report["methods"]["frozen"]
+    assert frozen["1"]["tasks"][0]["fid"] != frozen["4"]["tasks"][0]["fid"]  # steps applied
+    table = out.with_suffix(".md").read_text()
+    assert "| figr | 4 |" in table and "| figr at 4 |" not in table
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert main([*argv[:-2], "--adapt-steps", "0,5"]) == 2
+    assert "--adapt-steps takes whole numbers" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from mtgan.distributed import init_from_env, is_main, launched, leave
 from mtgan.errors import MtganError
 from mtgan.methods import METHODS, parse_methods
 from mtgan.report import mean_ci_text, text_summary
-from mtgan.runs.benchmark import run_benchmark
+from mtgan.runs.benchmark import run_benchmark, run_steps_benchmark
 from mtgan.runs.drivers import run_meta_train, run_pretrain
 from mtgan.runs.fewshot import run_fewshot
 from mtgan.runs.folder import Run, new_run, open_run, record, remove_leftovers
@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tasks", type=int, help="number of test tasks (default eval.tasks)")
     p.add_argument("--budget", type=float, help="training seconds for every method")
+    p.add_argument(
+        "--adapt-steps",
+        metavar="T[,T...]",
+        help="adapt every method with each of these step counts (e.g. 25,50,100,300) and write "
+        "quality against steps to results/<config name>-steps.{json,md,png}",
+    )
     p.add_argument(
         "--split",
         choices=["test", "validation"],
@@ -442,21 +448,42 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         return 0
     methods = parse_methods(args.methods)
     args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
+    steps = None if args.adapt_steps is None else _numbers(args.adapt_steps, "--adapt-steps")
+    if steps is not None and args.budget is not None:
+        raise MtganError("--adapt-steps and --budget cannot be combined")
     cfg = _config(args)
-    name = Path(args.config).stem if args.config else cfg.data.name
+    name = (Path(args.config).stem if args.config else cfg.data.name) + ("-steps" if steps else "")
     out = Path(args.out) if args.out else Path("results") / name
     if out.with_suffix(".json").exists() and not args.overwrite:
         raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
     run = Run(out.parent, cfg, progress=not args.no_progress)
 
-    def show(method: str, result: dict) -> None:
+    def show(method: str, result: dict, steps: int | None = None) -> None:
         ms, fid = result["summary"]["mode_score"], result["summary"]["fid"]
-        print(f"{method:20s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}", flush=True)
+        label = method if steps is None else f"{method} ({steps} steps)"
+        print(f"{label:28s} Mode Score {mean_ci_text(ms):16s} FID {mean_ci_text(fid)}", flush=True)
 
     command = "mtgan " + shlex.join(args.argv)
+    if steps is not None:
+        run_steps_benchmark(run, methods, steps, out, command, show, args.split)
+        print(f"results: {out.with_suffix('.md')} (.json, .png)")
+        return 0
     run_benchmark(run, methods, out, command, args.budget, show, args.split)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
+
+
+def _numbers(text: str, option: str) -> list[int]:
+    """Comma-separated positive whole numbers."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise MtganError(
+            f"{option} takes whole numbers of at least 1, like 25,50,100; got {text!r}"
+        )
+    return numbers
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:

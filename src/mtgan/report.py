@@ -159,6 +159,29 @@ def method_bars(methods: dict[str, dict], path: str | os.PathLike) -> None:
     _save_figure(fig, path)
 
 
+def steps_curves(methods: dict[str, dict], keys: tuple[str, ...], path: str | os.PathLike) -> None:
+    """Scores (mean and 95% CI over tasks) against the adaptation steps, one line per method;
+    ``methods[name][steps]`` is a result with a ``summary``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    labels = {k: label for k, _, label in SCORES}
+    for ax, key in zip(axes[0], keys, strict=True):
+        for name, budgets in methods.items():
+            steps = [int(t) for t in budgets]
+            entries = [budgets[t]["summary"][key] for t in budgets]
+            errors = [e["ci95"] or 0 for e in entries]
+            ax.errorbar(steps, [e["mean"] for e in entries], yerr=errors, capsize=3,
+                        marker="o", label=name)  # fmt: skip
+        ax.set_xscale("log")
+        ticks = sorted({int(t) for budgets in methods.values() for t in budgets})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("adaptation steps")
+        ax.set_title(labels.get(key, key), fontsize=9)
+        ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
 def condition_bars(conditions: dict[str, dict], path: str | os.PathLike) -> None:
     """Few-shot classification accuracy of every condition (mean and 95% CI over tasks), with
     the accuracy on the K shots alone (the first condition) as a dashed line."""

@@ -21,13 +21,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
 
-from mtgan.config import Config
+from mtgan.config import Config, with_overrides
 from mtgan.data.base import ClassDataset
 from mtgan.errors import ConfigError
 from mtgan.nn.gan import ConditionalGAN
@@ -98,6 +98,9 @@ class Adapted:
 class Fitted(Protocol):
     """A method after training, ready for test tasks."""
 
+    cfg: Config
+    """The settings it adapts with."""
+
     seconds: dict[str, float]
     """Training seconds by phase."""
 
@@ -118,6 +121,8 @@ class Method:
     name: ClassVar[str]
     description: ClassVar[str]
     phases: ClassVar[tuple[str, ...]] = ()
+    adapt_steps_key: ClassVar[str] = "adapt.steps"
+    """The setting of its fitted config that counts a test task's training steps."""
 
     def configure(self, cfg: Config) -> Config:
         """The settings this method trains with, from the shared ones (the same by default)."""
@@ -126,6 +131,14 @@ class Method:
     def fit(self, ctx: Context, cfg: Config) -> Fitted:
         """Everything the method learns before it meets a test task."""
         raise NotImplementedError
+
+    def with_adapt_steps(self, fitted: Fitted, steps: int) -> Fitted:
+        """``fitted`` meeting each task with ``steps`` training steps instead (its dataclass
+        copied with :attr:`adapt_steps_key` changed)."""
+        if not (is_dataclass(fitted) and hasattr(fitted, "cfg")):
+            raise ConfigError(f"method {self.name!r} has no adaptation steps to vary")
+        changed = with_overrides(fitted.cfg, [f"{self.adapt_steps_key}={steps}"])
+        return replace(fitted, cfg=changed)
 
 
 @dataclass

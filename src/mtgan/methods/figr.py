@@ -35,6 +35,7 @@ class Figr(Method):
     name = "figr"
     description = "FIGR: Reptile over an unconditional WGAN-GP, one generator per class"
     phases = ("figr",)
+    adapt_steps_key = "figr.adapt_steps"
 
     def fit(self, ctx: Context, cfg: Config) -> FigrFitted:
         torch.manual_seed(cfg.seed)

@@ -21,6 +21,7 @@ from mtgan.phases.pretrain import build_gan, pretrain
 class Scratch(Method):
     name = "scratch"
     description = "the conditional GAN trained on the support set alone"
+    adapt_steps_key = "scratch.steps"
 
     def fit(self, ctx: Context, cfg: Config) -> FromScratch:
         return FromScratch(ctx.device, cfg)

@@ -33,7 +33,7 @@ from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows, side_by_side
 from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
-from mtgan.runs.results import machine, write_results
+from mtgan.runs.results import machine, write_results, write_steps_results
 
 STEP_KEYS = {"pretrain": "pretrain.steps", "meta-train": "meta.steps", "figr": "figr.meta_steps"}
 """The setting that counts each training phase's steps (what a budget scales)."""
@@ -216,4 +216,51 @@ def run_benchmark(
         write_results(report, out, side_by_side(grids))
         if on_method is not None:
             on_method(name, result)
+    return report
+
+
+def run_steps_benchmark(
+    run: Run,
+    methods: list[str],
+    steps: list[int],
+    out: Path,
+    command: str,
+    on_budget: Callable[[str, dict[str, Any], int], None] | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Quality against the adaptation budget: every method trained once, then adapted to the
+    same seeded tasks with each number of ``steps`` and scored. Writes ``<out>.json``
+    (``methods.<name>.<steps>`` as the per-method results of :func:`run_benchmark`),
+    ``.md`` (paired differences from the first method at each budget) and ``.png`` (FID and
+    KID against steps), rewritten after every method. Returns the JSON's content."""
+    if not steps or min(steps) < 1:
+        raise MtganError(f"--adapt-steps must list numbers of at least 1, got {steps}")
+    start = time.perf_counter()
+    bench = Benchmark(run)
+    tasks = seeded_test_tasks(run, split)
+    evaluator, evaluator_info = evaluator_for(run.data()[split], run.cfg, run.device)
+    report: dict[str, Any] = {
+        "command": command,
+        "git_commit": git_commit(),
+        "machine": machine(run.device),
+        "split": split,
+        "evaluator": evaluator_info,
+        "default_steps": run.cfg.adapt.steps,
+        "steps": sorted(steps),
+        "tasks": [t.classes for t in tasks],
+        "config": run.cfg.to_dict(),
+        "methods": {},
+    }
+    for name in methods:
+        fitted = bench.fit(name)
+        report["methods"][name] = {}
+        for budget in sorted(steps):
+            varied = METHODS[name].with_adapt_steps(fitted, budget)
+            result = bench.score(name, varied, tasks, evaluator, split)
+            del result["_first"]
+            report["methods"][name][str(budget)] = result
+            if on_budget is not None:
+                on_budget(name, result, budget)
+        report["elapsed_s"] = time.perf_counter() - start
+        write_steps_results(report, out)
     return report

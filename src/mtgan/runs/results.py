@@ -17,7 +17,7 @@ import torch
 from mtgan.errors import MtganError
 from mtgan.files import atomic_write
 from mtgan.metrics import mean_confidence_interval
-from mtgan.report import mean_ci_text, method_bars, save_png
+from mtgan.report import mean_ci_text, method_bars, save_png, steps_curves
 
 
 def machine(device: torch.device) -> str:
@@ -128,6 +128,78 @@ def write_results(report: dict[str, Any], out: Path, grids=None) -> None:
     method_bars(report["methods"], out.parent / f"{out.name}_scores.png")
     if grids is not None:
         save_png(grids, out.parent / f"{out.name}_samples.png")
+
+
+STEPS_SCORES = {"fid": "FID", "kid": "KID", "mode_score": "Mode Score", "diversity": "diversity"}
+"""The columns of the steps benchmark's table; FID and KID are also compared task by task."""
+
+
+def write_steps_results(report: dict[str, Any], out: Path) -> None:
+    """The steps benchmark's ``out``.json, .md and .png (FID and KID against steps)."""
+    atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write(out.with_suffix(".md"), _steps_markdown(report, out.name))
+    steps_curves(report["methods"], ("fid", "kid"), out.with_suffix(".png"))
+
+
+def _paired(after: list[dict], before: list[dict], key: str) -> str:
+    diffs = [a[key] - b[key] for a, b in zip(after, before, strict=True)]
+    mean, half = mean_confidence_interval(diffs)
+    return mean_ci_text({"mean": mean, "ci95": None if math.isnan(half) else half})
+
+
+def _steps_markdown(report: dict[str, Any], name: str) -> str:
+    methods, steps = report["methods"], [str(t) for t in report["steps"]]
+    first, most = next(iter(methods)), steps[-1]
+    lines = [
+        f"# Quality against adaptation steps `{name}`",
+        "",
+        f"`{report['command']}` on {report['machine']}"
+        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
+        + f". {len(report['tasks'])} {report['split']} tasks, each method adapted to the same "
+        f"tasks with each number of steps; mean ± 95% CI over tasks (lower FID and KID are "
+        f"better); the config's default is {report['default_steps']} steps.",
+        "",
+        "| method | steps | " + " | ".join(STEPS_SCORES.values()) + " | adapt s/task |",
+        "|" + " --- |" * (3 + len(STEPS_SCORES)),
+    ]
+    for method, budgets in methods.items():
+        for t, result in budgets.items():
+            cells = [mean_ci_text(result["summary"].get(k)) for k in [*STEPS_SCORES, "adapt_s"]]
+            lines.append(f"| {method} | {t} | " + " | ".join(cells) + " |")
+    others = [m for m in methods if m != first]
+    lines += [
+        "",
+        f"`{first}` against each method at the same steps ({first} - method, per-task "
+        f"differences; negative favours {first}):",
+        "",
+        "| method | steps | Δ FID | Δ KID |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method in others:
+        for t in [t for t in steps if t in methods[method] and t in methods[first]]:
+            mine, theirs = methods[first][t]["tasks"], methods[method][t]["tasks"]
+            lines.append(
+                f"| {method} | {t} | {_paired(mine, theirs, 'fid')} | "
+                f"{_paired(mine, theirs, 'kid')} |"
+            )
+    lines += [
+        "",
+        f"`{first}` at each number of steps against each method at {most} steps (fast "
+        "adaptation: negative or a CI holding 0 means it reaches what the other needs "
+        f"{most} steps for):",
+        "",
+        f"| method at {most} | {first} steps | Δ FID | Δ KID |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method in [m for m in others if most in methods[m]]:
+        theirs = methods[method][most]["tasks"]
+        for t in [t for t in steps if t in methods[first]]:
+            mine = methods[first][t]["tasks"]
+            lines.append(
+                f"| {method} | {t} | {_paired(mine, theirs, 'fid')} | "
+                f"{_paired(mine, theirs, 'kid')} |"
+            )
+    return "\n".join([*lines, "", f"![FID and KID against steps]({name}.png)", ""])
 
 
 def _csv(report: dict[str, Any]) -> str:
