@@ -101,3 +101,24 @@ class SSConvTranspose2d(_SSConvBase):
 def is_ss_parameter(name: str) -> bool:
     """Whether a parameter name is a scale or shift of the SS layers."""
     return name.endswith(("ss_scale", "ss_shift"))
+
+
+def ss_movement(module: nn.Module) -> dict[str, dict[str, float]]:
+    """How far meta-learning moved each layer's scale and shift from identity: the mean of
+    ``|S1 - 1|`` and of ``|S2|`` over the layer's entries, by layer name.
+
+    Example:
+        >>> ss = SSConv2d(nn.Conv2d(1, 2, 3), "channel")
+        >>> with torch.no_grad():
+        ...     _ = ss.ss_scale.fill_(1.5)
+        >>> ss_movement(nn.Sequential(ss))
+        {'0': {'scale': 0.5, 'shift': 0.0}}
+    """
+    return {
+        name: {
+            "scale": (layer.ss_scale - 1).abs().mean().item(),
+            "shift": layer.ss_shift.abs().mean().item(),
+        }
+        for name, layer in module.named_modules()
+        if isinstance(layer, _SSConvBase)
+    }

@@ -21,6 +21,7 @@ from mtgan.files import atomic_write
 from mtgan.methods import Fitted, get
 from mtgan.metrics import Evaluator
 from mtgan.nn.gan import load_gan
+from mtgan.nn.ss import ss_movement
 from mtgan.phases.adapt import sample
 from mtgan.phases.common import resolve_device
 from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
@@ -46,13 +47,15 @@ def fit(run: Run, method: str, train: bool = False, show_adaptation: bool = Fals
 
 def run_all(run: Run) -> dict[str, Any]:
     """Meta Transfer GAN's phases in order, then ``metrics.json`` (with the pretrained G's own
-    scores on training classes, :func:`score_pretrained`), ``losses.png`` and ``report.md``."""
+    scores on training classes, :func:`score_pretrained`, and how far meta-training moved each
+    layer's scale and shift, :func:`ss_movement`), ``losses.png`` and ``report.md``."""
     fitted = fit(run, "mtgan", train=True)
     pretrained, _ = RunContext(run, train=False).pretrained(run.cfg)
     start = time.perf_counter()
     stage = score_pretrained(pretrained, run.data()["train"], run.cfg, run.device)
     run.timings["pretrained-scores"] = time.perf_counter() - start
-    metrics = run_evaluate(run, fitted, run.root, {"pretrained": summarize(stage)})
+    stages = {"pretrained": summarize(stage), "ss_movement": ss_movement(fitted.gan)}
+    metrics = run_evaluate(run, fitted, run.root, stages)
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), run_report(run, metrics))
     return metrics

@@ -26,6 +26,7 @@ def run_report(run: Run, metrics: dict[str, Any]) -> str:
         *markdown_summary(metrics["summary"]),
         "",
         *_stage_lines(metrics.get("pretrained")),
+        *_movement_lines(metrics.get("ss_movement")),
         "| phase | seconds |",
         "| --- | --- |",
         *[f"| {k} | {v:.1f} |" for k, v in metrics["timings"].items()],
@@ -55,5 +56,20 @@ def _stage_lines(summary: dict[str, Any] | None) -> list[str]:
         f"any adaptation: FID {fid:.2f} times the real images' (support vs query), diversity "
         f"{diversity:.2f} times theirs, Mode Score {mean_ci_text(summary['mode_score'])} "
         f"(real {mean_ci_text(summary['real_mode_score'])}).",
+        "",
+    ]
+
+
+def _movement_lines(movement: dict[str, dict[str, float]] | None) -> list[str]:
+    """How far meta-training moved scale and shift, layer by layer."""
+    if not movement:
+        return []
+    return [
+        "Scale and shift after meta-training (mean over each layer's entries; identity is "
+        "scale 1, shift 0):",
+        "",
+        "| layer | mean abs(scale - 1) | mean abs(shift) |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {m['scale']:.4f} | {m['shift']:.4f} |" for name, m in movement.items()],
         "",
     ]
