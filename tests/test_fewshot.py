@@ -124,6 +124,10 @@ def test_fewshot_writes_every_condition_with_paired_differences(tmp_path, capsys
                 for a, b in zip(result["tasks"], conditions[base]["tasks"], strict=True)
             ]
             assert result["paired"][base]["mean"] == pytest.approx(sum(diffs) / 2)
+    for name in ("classic", "frozen"):  # one kind of extra images: why they help or not
+        rows = conditions[name]["tasks"]
+        assert all(0 <= r["extra_only_accuracy"] <= 1 and r["spread_ratio"] > 0 for r in rows)
+    assert "extra_only_accuracy" not in conditions["frozen+classic"]["tasks"][0]
     assert "| frozen+classic |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "frozen+classic" in capsys.readouterr().out

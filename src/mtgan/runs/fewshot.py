@@ -33,7 +33,12 @@ from mtgan.data.episodes import EpisodeSampler, Task
 from mtgan.errors import MtganError
 from mtgan.files import atomic_write
 from mtgan.methods import METHODS, Fitted
-from mtgan.metrics import extract_features, mean_confidence_interval, train_evaluator
+from mtgan.metrics import (
+    extract_features,
+    mean_confidence_interval,
+    pairwise_diversity,
+    train_evaluator,
+)
 from mtgan.metrics.fewshot import classic_copies, first_per_class, probe_accuracy
 from mtgan.phases.evaluate import summarize
 from mtgan.report import condition_bars, mean_ci_text
@@ -67,6 +72,24 @@ class TaskFeatures:
         features = torch.cat([f for f, _ in parts])
         labels = torch.cat([y for _, y in parts])
         return probe_accuracy(features, labels, *self.query, n_way)
+
+    def diagnose(self, pool: str, per_class: int, n_way: int) -> dict[str, float]:
+        """Why a pool helps or not: the query accuracy of a probe trained on the pool's images
+        alone (are they of their class?) and their spread, the mean pairwise distance of
+        L2-normalised features within a class over the query images' (too alike?)."""
+        features, labels = first_per_class(*self.pools[pool], per_class)
+        query, query_labels = self.query
+        return {
+            "extra_only_accuracy": probe_accuracy(features, labels, query, query_labels, n_way),
+            "spread_ratio": _spread(features, labels) / _spread(query, query_labels),
+        }
+
+
+def _spread(features: Tensor, labels: Tensor) -> float:
+    unit = torch.nn.functional.normalize(features, dim=1)
+    return sum(pairwise_diversity(unit[labels == c]) for c in labels.unique()) / len(
+        labels.unique()
+    )
 
 
 class Fewshot:
@@ -141,6 +164,9 @@ class Fewshot:
         )
         per_class = per_class if pools else 0
         rows = [{"accuracy": t.accuracy(pools, per_class, n_way)} for t in self.features["test"]]
+        if len(pools) == 1:
+            for row, task in zip(rows, self.features["test"], strict=True):
+                row |= task.diagnose(pools[0], per_class, n_way)
         return {
             "per_class": per_class,
             "validation_accuracy": validation,
@@ -257,19 +283,28 @@ def _markdown(report: dict[str, Any], name: str) -> str:
         f"{backbone['epochs']} epochs, held-out accuracy {backbone['heldout_accuracy']:.1%}). "
         f"{chooser}.",
         "",
-        "| condition | M | accuracy | Δ support | Δ classic |",
-        "| --- | --- | --- | --- | --- |",
+        "| condition | M | accuracy | Δ support | Δ classic | extra images alone | spread / real |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for condition, result in report["conditions"].items():
         diffs = [mean_ci_text(result["paired"][b]) if b != condition else "" for b in BASELINES]
-        accuracy = mean_ci_text(result["summary"]["accuracy"])
-        lines.append(
-            f"| {condition} | {result['per_class']} | {accuracy} | {diffs[0]} | {diffs[1]} |"
-        )
+        summary = result["summary"]
+        cells = [
+            str(result["per_class"]),
+            mean_ci_text(summary["accuracy"]),
+            *diffs,
+            mean_ci_text(summary.get("extra_only_accuracy")),
+            mean_ci_text(summary.get("spread_ratio")),
+        ]
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Δ: the condition's accuracy minus that of `support` (or `classic`) on the same tasks, "
-        "mean ± 95% CI of the per-task differences.",
+        "mean ± 95% CI of the per-task differences. Extra images alone: the accuracy of the "
+        "probe trained on the M extra images of each class without the K shots (are they of "
+        "their class?); spread / real: their mean pairwise distance within a class in the "
+        "backbone's normalised features over the query images' (below 1: more alike than "
+        "real images).",
         "",
         f"![accuracy]({name}.png)",
         "",
