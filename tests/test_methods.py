@@ -321,14 +321,15 @@ def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
             for k in range(3)
         ]
         return {"command": "mtgan benchmark", "tasks": [["a"], ["b"], ["c"]],
-                "methods": {"frozen": {"tasks": tasks}}}  # fmt: skip
+                "methods": {"frozen": {"tasks": tasks}}, "pretrained": {"tasks": tasks}}  # fmt: skip
 
     paths = [tmp_path / "before.json", tmp_path / "after.json"]
     for path, shift in zip(paths, (0.0, 1.0), strict=True):
         path.write_text(json.dumps(results(shift)))
     assert main(["benchmark", "--compare", *map(str, paths)]) == 0
-    row = capsys.readouterr().out.splitlines()[2]
-    assert row.startswith("| frozen | 2.2 → 2.4 | 1 → 2 | 1 ± 0 | 0 ± 0 | 2 ± 0 | 0 ± 0 |")
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows[0].startswith("| pretrained G | 2.2 → 2.4 |")  # the pretrained G's own scores
+    assert rows[1].startswith("| frozen | 2.2 → 2.4 | 1 → 2 | 1 ± 0 | 0 ± 0 | 2 ± 0 | 0 ± 0 |")
     other = results(0.0) | {"tasks": [["x"], ["b"], ["c"]]}
     paths[1].write_text(json.dumps(other))
     assert main(["benchmark", "--compare", *map(str, paths)]) == 2

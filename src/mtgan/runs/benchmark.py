@@ -261,6 +261,8 @@ def run_steps_benchmark(
             report["methods"][name][str(budget)] = result
             if on_budget is not None:
                 on_budget(name, result, budget)
+        if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
+            report["pretrained"] = stage
         report["elapsed_s"] = time.perf_counter() - start
         write_steps_results(report, out)
     return report

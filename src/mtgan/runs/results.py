@@ -84,8 +84,12 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         + " |",
         "|" + " --- |" * (3 + len(COMPARED)),
     ]
-    for method in [m for m in before["methods"] if m in after["methods"]]:
-        rows = before["methods"][method]["tasks"], after["methods"][method]["tasks"]
+    sides = [_results_by_row(before), _results_by_row(after)]
+    stages = [r["pretrained"]["tasks"] for r in (before, after) if "pretrained" in r]
+    if len(stages) == 2:  # the pretrained G on training classes, where both were scored
+        sides = [{"pretrained G": s, **side} for s, side in zip(stages, sides, strict=True)]
+    for method in [m for m in sides[0] if m in sides[1]]:
+        rows = sides[0][method], sides[1][method]
         ratios = [" → ".join(f"{_ratio(r, key):.3g}" for r in rows) for key in ("fid", "diversity")]
         cells = []
         for key in COMPARED:
@@ -94,6 +98,17 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             cells.append(mean_ci_text({"mean": mean, "ci95": None if math.isnan(half) else half}))
         lines.append(f"| {method} | " + " | ".join(ratios + cells) + " |")
     return lines
+
+
+def _results_by_row(report: dict[str, Any]) -> dict[str, list[dict]]:
+    """Per-task scores by method, or by "method at T steps" in a steps benchmark's results."""
+    if "steps" not in report:
+        return {name: result["tasks"] for name, result in report["methods"].items()}
+    return {
+        f"{name} at {t} steps": result["tasks"]
+        for name, budgets in report["methods"].items()
+        for t, result in budgets.items()
+    }
 
 
 def _ratio(tasks: list[dict], key: str) -> float:
