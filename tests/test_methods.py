@@ -320,8 +320,14 @@ def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
             | {"real_diversity": 2.0, "mode_score": 3.0}
             for k in range(3)
         ]
-        return {"command": "mtgan benchmark", "tasks": [["a"], ["b"], ["c"]],
-                "methods": {"frozen": {"tasks": tasks}}, "pretrained": {"tasks": tasks}}  # fmt: skip
+        frozen = {"frozen": {"tasks": tasks}}
+        names = [["a"], ["b"], ["c"]]
+        return {
+            "command": "mtgan",
+            "tasks": names,
+            "methods": frozen,
+            "pretrained": {"tasks": tasks},
+        }
 
     paths = [tmp_path / "before.json", tmp_path / "after.json"]
     for path, shift in zip(paths, (0.0, 1.0), strict=True):
