@@ -169,6 +169,23 @@ class Benchmark:
         }
 
 
+def _tasks_and_evaluator(run: Run, split: str, command: str) -> tuple[list[Task], Any, dict]:
+    """The seeded tasks of ``split``, M for its classes, and a results report's first entries."""
+    tasks = seeded_test_tasks(run, split)
+    evaluator, evaluator_info = evaluator_for(run.data()[split], run.cfg, run.device)
+    report: dict[str, Any] = {
+        "command": command,
+        "git_commit": git_commit(),
+        "machine": machine(run.device),
+        "split": split,
+        "evaluator": evaluator_info,
+        "tasks": [t.classes for t in tasks],
+        "config": run.cfg.to_dict(),
+        "methods": {},
+    }
+    return tasks, evaluator, report
+
+
 def run_benchmark(
     run: Run,
     methods: list[str],
@@ -189,19 +206,8 @@ def run_benchmark(
         raise MtganError(f"--budget must be a positive number of seconds, got {budget}")
     start = time.perf_counter()
     bench = Benchmark(run, budget)
-    tasks = seeded_test_tasks(run, split)
-    evaluator, evaluator_info = evaluator_for(run.data()[split], run.cfg, run.device)
-    report: dict[str, Any] = {
-        "command": command,
-        "git_commit": git_commit(),
-        "machine": machine(run.device),
-        "budget_s": budget,
-        "split": split,
-        "evaluator": evaluator_info,
-        "tasks": [t.classes for t in tasks],
-        "config": run.cfg.to_dict(),
-        "methods": {},
-    }
+    tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
+    report["budget_s"] = budget
     colour = run.cfg.data.channels == 3  # colour PNGs compress poorly: smaller grids
     scale, shown = (1, SHOWN_COLOUR) if colour else (2, SHOWN)
     support = tasks[0].support, tasks[0].support_labels
@@ -237,20 +243,8 @@ def run_steps_benchmark(
         raise MtganError(f"--adapt-steps must list numbers of at least 1, got {steps}")
     start = time.perf_counter()
     bench = Benchmark(run)
-    tasks = seeded_test_tasks(run, split)
-    evaluator, evaluator_info = evaluator_for(run.data()[split], run.cfg, run.device)
-    report: dict[str, Any] = {
-        "command": command,
-        "git_commit": git_commit(),
-        "machine": machine(run.device),
-        "split": split,
-        "evaluator": evaluator_info,
-        "default_steps": run.cfg.adapt.steps,
-        "steps": sorted(steps),
-        "tasks": [t.classes for t in tasks],
-        "config": run.cfg.to_dict(),
-        "methods": {},
-    }
+    tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
+    report |= {"default_steps": run.cfg.adapt.steps, "steps": sorted(steps)}
     for name in methods:
         fitted = bench.fit(name)
         report["methods"][name] = {}

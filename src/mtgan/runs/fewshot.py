@@ -44,7 +44,7 @@ from mtgan.phases.evaluate import summarize
 from mtgan.report import condition_bars, mean_ci_text
 from mtgan.runs.benchmark import Benchmark
 from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
-from mtgan.runs.results import machine
+from mtgan.runs.results import machine, provenance
 
 SUPPORT, CLASSIC = "support", "classic"
 BASELINES = (SUPPORT, CLASSIC)
@@ -273,8 +273,7 @@ def _markdown(report: dict[str, Any], name: str) -> str:
     lines = [
         f"# Few-shot classification `{name}`",
         "",
-        f"`{report['command']}` on {report['machine']}"
-        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
+        provenance(report)
         + f". {len(report['tasks'])} test tasks of {t['n_way']} classes, {t['k_shot']} shots "
         f"and {t['q_query']} query images per class; mean ± 95% confidence half-width over tasks"
         + (f"; it ran {report['elapsed_s'] / 60:.0f} min." if "elapsed_s" in report else "."),

@@ -116,6 +116,12 @@ def _ratio(tasks: list[dict], key: str) -> float:
     return sum(t[key] for t in tasks) / sum(t[f"real_{key}"] for t in tasks)
 
 
+def provenance(report: dict[str, Any]) -> str:
+    """Where a results file's figures come from: the command, the machine, the commit."""
+    commit = f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else ""
+    return f"`{report['command']}` on {report['machine']}{commit}"
+
+
 def results_file(path: str | Path) -> Path:
     """A benchmark's results .json, checked before anything is rewritten from it."""
     file = Path(path)
@@ -168,8 +174,7 @@ def _steps_markdown(report: dict[str, Any], name: str) -> str:
     lines = [
         f"# Quality against adaptation steps `{name}`",
         "",
-        f"`{report['command']}` on {report['machine']}"
-        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
+        provenance(report)
         + f". {len(report['tasks'])} {report['split']} tasks, each method adapted to the same "
         f"tasks with each number of steps; mean ± 95% CI over tasks (lower FID and KID are "
         f"better); the config's default is {report['default_steps']} steps.",
@@ -253,9 +258,7 @@ def _markdown(report: dict[str, Any], name: str) -> str:
     lines = [
         f"# Benchmark `{name}`",
         "",
-        f"`{report['command']}` on {report['machine']}"
-        + (f", at commit {report['git_commit'][:10]}" if report.get("git_commit") else "")
-        + f". {len(report['tasks'])} test tasks; "
+        provenance(report) + f". {len(report['tasks'])} test tasks; "
         f"mean ± 95% confidence half-width over tasks; evaluator M held-out accuracy "
         f"{report['evaluator']['heldout_accuracy']:.1%}."
         + (f" It ran {report['elapsed_s'] / 60:.0f} minutes." if "elapsed_s" in report else ""),
