@@ -1,5 +1,6 @@
 """The few-shot classification benchmark: the probe, the classic copies, the validation classes
-held out of the training split, and `mtgan fewshot` on a tiny budget."""
+held out of the training split (and meta-training's validation on them), and `mtgan fewshot` on
+a tiny budget."""
 
 from __future__ import annotations
 
@@ -139,3 +140,19 @@ def test_fewshot_refuses_to_choose_m_without_validation_classes(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "validation classes" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_run_validating_its_meta_training_writes_the_curve(tmp_path, capsys):
+    sets = _folder_cfg(tmp_path, "data.split_fractions=[0.55,0.15,0.3]", "eval.tasks=1")
+    sets += ["meta.steps=4", "meta.validate_every=2", "meta.validate_tasks=1"]
+    argv = ["run", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    curve = json.loads((tmp_path / "run" / "meta-train" / "validation.json").read_text())
+    assert [step for step, _ in curve["curve"]] == [0, 2, 4]
+    assert curve["best"] == min(curve["curve"], key=lambda point: point[1])
+    assert (tmp_path / "run" / "meta-train" / "validation.png").stat().st_size > 1000
+    held_out = _folder_cfg(tmp_path / "b", "data.test_classes=[k0,k1,k2]", "meta.validate_every=2")
+    argv = ["run", "--no-progress", "--out", str(tmp_path / "run2")]
+    assert main(argv + [a for s in held_out for a in ("--set", s)]) == 2
+    assert "data.validation_classes" in capsys.readouterr().err
+    assert not (tmp_path / "run2" / "pretrain" / "model.safetensors").exists()  # refused first

@@ -9,7 +9,14 @@ from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
-from mtgan.phases.meta_train import LOSSES, meta_step, meta_train, stack_tasks, task_meta_gradient
+from mtgan.phases.meta_train import (
+    LOSSES,
+    meta_step,
+    meta_train,
+    stack_tasks,
+    task_meta_gradient,
+    validation_curve,
+)
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.phases.step import Update
 from tests.conftest import TINY
@@ -233,3 +240,35 @@ def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
         assert torch.allclose(final[name], average, atol=1e-6), name
         assert not torch.equal(final[name], seen[-1][name]), name
     assert all(torch.equal(final[n], seen[-1][n]) for n in gan.names("d"))
+
+
+def _selected(gan, toy_dataset, cfg, scores):
+    """Meta-train with a validation that returns ``scores`` in turn and snapshots the
+    meta-model it was shown; returns the snapshots and the losses."""
+    shown, order = [], iter(scores)
+
+    def validate(model):
+        shown.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return next(order)
+
+    history = meta_train(gan, toy_dataset, cfg, CPU, validate=validate)
+    return shown, history
+
+
+@pytest.mark.parametrize("scores, best", [([5.0, 3.0, 1.0, 4.0], 2), ([1.0, 2.0, 3.0, 1.5], 0)])
+def test_meta_training_ends_with_the_best_validated_meta_model(
+    pretrained, tiny_cfg, toy_dataset, scores, best
+):
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.meta.steps, cfg.meta.validate_every = 6, 2
+    gan = copy.deepcopy(pretrained[0])
+    shown, history = _selected(gan, toy_dataset, cfg, scores)
+    assert len(shown) == 4  # the start, then after steps 2, 4 and 6
+    final = dict(gan.named_parameters())
+    selected = [n for n in final if is_ss_parameter(n)] + gan.names("nm") + gan.names("cf")
+    assert all(torch.equal(final[n], shown[best][n]) for n in selected)
+    assert not all(torch.equal(final[n], shown[-1][n]) for n in selected)
+    assert validation_curve(history, 2) == [(0, scores[0]), (2, scores[1]), (4, scores[2]),
+                                            (6, scores[3])]  # fmt: skip
+    assert [h["validation"] for h in history] == [scores[0], *scores[1:2] * 2, *scores[2:3] * 2,
+                                                  scores[3]]  # fmt: skip

@@ -1,6 +1,7 @@
 """Resuming: a phase stopped at any step and continued ends with the weights of an
 uninterrupted one; state files are atomic, checked and refused when they do not fit."""
 
+import copy
 import json
 import os
 import signal
@@ -328,3 +329,29 @@ def test_an_averaged_generator_resumes_bit_for_bit(toy_dataset, tmp_path, monkey
         with pytest.raises(Crash):
             _pretrained_g(cfg, toy_dataset, tmp_path / STATE_FILE)
     _assert_same(expected, _pretrained_g(cfg, toy_dataset, tmp_path / STATE_FILE))
+
+
+def _wobble(gan):
+    """A deterministic score of a meta-model that rises and falls as its weights move."""
+    return float(torch.sin(1000 * sum(p.detach().double().sum() for p in gan.parameters())))
+
+
+def test_meta_training_with_validation_resumes_bit_for_bit(toy_dataset, tmp_path, monkeypatch):
+    cfg = load_config(overrides=TINY + EVERY + ["meta.steps=8", "meta.validate_every=2"])
+    torch.manual_seed(0)
+    start = build_gan(cfg, len(toy_dataset.classes))
+    pretrain(start, toy_dataset, cfg, CPU)
+
+    def meta(state_path=None):
+        gan = copy.deepcopy(start)
+        history = meta_train(gan, toy_dataset, cfg, CPU, False, state_path, _wobble)
+        return _weights(gan), history
+
+    expected, expected_history = meta()
+    with monkeypatch.context() as m:
+        _crash_after_checkpoint(m, "meta-train", 4)
+        with pytest.raises(Crash):
+            meta(tmp_path / STATE_FILE)
+    resumed, history = meta(tmp_path / STATE_FILE)
+    _assert_same(expected, resumed)
+    assert history == expected_history

@@ -106,6 +106,9 @@ class MetaConfig:
     the pretrained ones; ``average`` sets them to the mean of the task-adapted ones (eq. 12),
     which measurably hurt (see the README's results).
     A state file is written every ``checkpoint_every`` outer steps (0: none).
+    ``validate_every`` > 0 adapts the meta-model to ``validate_tasks`` fixed tasks of the
+    validation classes before the first outer step and every ``validate_every`` steps, scores
+    them (mean FID) and ends with the best meta-model seen, the starting one included.
     """
 
     steps: int = 150
@@ -117,6 +120,8 @@ class MetaConfig:
     second_order: bool = False
     head_update: HeadUpdate = "reset"
     checkpoint_every: int = 10
+    validate_every: int = 0
+    validate_tasks: int = 5
 
 
 @dataclass
@@ -424,9 +429,11 @@ POSITIVE = (
     "scratch.steps",
     "fewshot.validation_tasks",
     "fewshot.backbone_epochs",
+    "meta.validate_tasks",
 )
 NON_NEGATIVE = (
     "data.validation_classes",
+    "meta.validate_every",
     "meta.steps",
     "pretrain.bn_calibration_batches",
     "pretrain.checkpoint_every",

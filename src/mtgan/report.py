@@ -182,6 +182,16 @@ def steps_curves(methods: dict[str, dict], keys: tuple[str, ...], path: str | os
     _save_figure(fig, path)
 
 
+def save_curve(points: list[tuple[int, float]], label: str, path: str | os.PathLike) -> None:
+    """One score against the step (a validation curve)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set_xlabel("outer step")
+    ax.set_ylabel(label)
+    _save_figure(fig, path)
+
+
 def condition_bars(conditions: dict[str, dict], path: str | os.PathLike) -> None:
     """Few-shot classification accuracy of every condition (mean and 95% CI over tasks), with
     the accuracy on the K shots alone (the first condition) as a dashed line."""
@@ -221,7 +231,7 @@ def save_loss_plot(histories: dict[str, list[dict[str, float]]], path: str | os.
     phases = {k: v for k, v in histories.items() if v}
     fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
     for ax, (phase, history) in zip(axes[0], phases.items(), strict=True):
-        for key in history[0]:
+        for key in [k for k in history[0] if not k.startswith("validation")]:  # not losses
             ax.plot([h[key] for h in history], label=key, linewidth=0.8)
         ax.set_title(phase)
         ax.set_xlabel("step")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from mtgan.metrics import (
 )
 from mtgan.metrics.evaluator import stem_stride_for
 from mtgan.nn.gan import ConditionalGAN
+from mtgan.phases.adapt import adapt, sample
 from mtgan.phases.common import noise
 
 EVALUATOR_VERSION = 1
@@ -164,6 +166,31 @@ def score_pretrained(
             fake = to_uint8(gan.generator(z, labels.to(device)).cpu())
         rows.append(score_task(evaluator, classes, task, fake, slots))
     return rows
+
+
+def validation_fid(
+    validation: ClassDataset, cfg: Config, device: torch.device
+) -> Callable[[ConditionalGAN], float]:
+    """Meta-training's yardstick (``meta.validate_every``): a function of a meta-model giving
+    the mean FID over ``meta.validate_tasks`` fixed seeded tasks of the validation classes, each
+    adapted with phase (c) and sampled as a test task is, in the features of M trained on the
+    validation classes. Lower is better."""
+    t, e = cfg.task, cfg.eval
+    sampler = EpisodeSampler(validation, t.n_way, t.k_shot, t.q_query, e.seed)
+    tasks = [sampler.sample() for _ in range(cfg.meta.validate_tasks)]
+    evaluator, _ = evaluator_for(validation, cfg, device)
+
+    def score(gan: ConditionalGAN) -> float:
+        fids = []
+        for k, task in enumerate(tasks):
+            adapted, _ = adapt(gan, task.support, task.support_labels, cfg, device, e.seed + k)
+            rng = torch.Generator().manual_seed(e.seed + k)
+            fake, slots = sample(adapted, e.samples_per_class, rng, device)
+            scores = score_task(evaluator, validation.classes, task, to_uint8(fake.cpu()), slots)
+            fids.append(scores["fid"])
+        return sum(fids) / len(fids)
+
+    return score
 
 
 def _per_class_scores(task, generated, generated_labels, gen_f, real_f) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -32,6 +33,7 @@ def meta_train(
     device: torch.device,
     progress: bool = False,
     state_path: str | os.PathLike | None = None,
+    validate: Callable[[ConditionalGAN], float] | None = None,
 ) -> list[dict[str, float]]:
     """Phase (b): learn SS (and the NM/CF starting point) from tasks of ``dataset``'s classes.
 
@@ -42,10 +44,15 @@ def meta_train(
     (``average``, eq. 12).
     IC and FE are not changed. With ``state_path``, the loop saves its state every
     ``meta.checkpoint_every`` outer steps and continues from that file when it exists (see
-    :class:`TrainingState`); a NaN or infinite query loss stops it.
+    :class:`TrainingState`); a NaN or infinite query loss stops it. With ``validate`` (a
+    score of the meta-model, lower better, such as
+    :func:`mtgan.phases.evaluate.validation_fid`) and ``meta.validate_every`` > 0, the
+    meta-model is scored before the first step and every ``validate_every`` steps, and the
+    phase ends with the best one (:class:`Selection`).
 
     Returns:
-        The mean query losses, one dict per outer step.
+        The mean query losses, one dict per outer step (with ``validation``, the latest
+        score, when validating).
     """
     m = cfg.meta
     gan.reset_heads(cfg.task.n_way, cfg.model.head_init)
@@ -56,20 +63,90 @@ def meta_train(
         side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
     }
     initial_heads = heads_of(gan) if m.head_update == "reset" else None
+    selection = (
+        Selection(gan, validate, m.validate_every) if validate and m.validate_every else None
+    )
 
     def step() -> dict[str, float]:
         tasks = [sampler.sample() for _ in range(m.meta_batch)]
         losses = meta_step(gan, tasks, cfg, outer, rng, device)
         if initial_heads is not None:
             load_heads(gan, initial_heads)  # meta.head_update=reset
-        return losses
+        return losses if selection is None else losses | selection.after_step()
 
-    return run_phase(
+    history = run_phase(
         "meta-train", gan, m.steps, step, cfg, device,
         identity=state_identity(cfg, ("seed", "data", "model", "task", "meta"), gan),
         updates=outer, rngs={"rng": rng, "tasks": sampler.rng},
         checkpoint_every=m.checkpoint_every, state_path=state_path, progress=progress,
+        extra=None if selection is None else selection.tensors(),
     )  # fmt: skip
+    if selection is not None:
+        selection.keep_best()
+    return history
+
+
+def validation_curve(history: list[dict[str, float]], every: int) -> list[tuple[int, float]]:
+    """(outer step, score) of every validation of a meta-training's losses, the starting
+    model's at step 0."""
+    if not history or "validation_start" not in history[0]:
+        return []
+    later = range(every, len(history) + 1, every)
+    return [(0, history[0]["validation_start"])] + [
+        (k, history[k - 1]["validation"]) for k in later
+    ]
+
+
+class Selection:
+    """Model selection during meta-training: the meta-model (scale and shift, NM and CF) scored
+    by ``validate`` now and after every ``every`` outer steps; the best one is kept.
+
+    Its tensors ride in the phase's state file, so a resumed phase selects as an uninterrupted
+    one would; ``scores`` holds the steps counted, the latest score, the best score and the
+    starting model's score.
+    """
+
+    def __init__(self, gan: ConditionalGAN, validate: Callable[[ConditionalGAN], float], every):
+        self.gan, self.validate, self.every = gan, validate, every
+        own = dict(gan.named_parameters())
+        names = [n for n in own if is_ss_parameter(n)] + gan.names("nm") + gan.names("cf")
+        self.best = {n: own[n].detach().clone() for n in names}
+        first = validate(gan)
+        self.scores = torch.tensor([0.0, first, first, first], dtype=torch.float64)
+
+    def after_step(self) -> dict[str, float]:
+        """Count a step; every ``every`` steps score the meta-model and keep it if best. The
+        first step's record also holds the starting model's score (``validation_start``)."""
+        self.scores[0] += 1
+        if int(self.scores[0]) % self.every == 0:
+            self.scores[1] = self.validate(self.gan)
+            if self.scores[1] < self.scores[2]:
+                self.scores[2] = self.scores[1]
+                own = dict(self.gan.named_parameters())
+                for name, value in self.best.items():
+                    value.copy_(own[name].detach())
+        record = {"validation": float(self.scores[1])}
+        if int(self.scores[0]) == 1:
+            record["validation_start"] = float(self.scores[3])
+        return record
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"selection/scores": self.scores} | {
+            f"selection/best/{n}": v for n, v in self.best.items()
+        }
+
+    def curve(self, history: list[dict[str, float]]) -> list[tuple[int, float]]:
+        """(outer step, score) of every validation, the starting model's at step 0."""
+        return [(0, float(self.scores[3]))] + [
+            (k, history[k - 1]["validation"])
+            for k in range(self.every, len(history) + 1, self.every)
+        ]
+
+    @torch.no_grad()
+    def keep_best(self) -> None:
+        own = dict(self.gan.named_parameters())
+        for name, value in self.best.items():
+            own[name].copy_(value)
 
 
 def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:

@@ -32,6 +32,7 @@ from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, s
 from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows, side_by_side
+from mtgan.runs.drivers import meta_validator
 from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
 from mtgan.runs.results import machine, write_results, write_steps_results
 
@@ -72,7 +73,8 @@ class Benchmark:
         pretrained, pretrain_s = self.pretrained(cfg)
         gan = with_granularity(pretrained, cfg)
         start = time.perf_counter()
-        meta_train(gan, self.training_set(), cfg, self.device, self.progress)
+        validate = meta_validator(self.run, cfg)
+        meta_train(gan, self.training_set(), cfg, self.device, self.progress, None, validate)
         return gan, {"pretrain": pretrain_s, "meta-train": time.perf_counter() - start}
 
     def adapted(

@@ -29,9 +29,10 @@ from mtgan.errors import MtganError, NumericalError
 from mtgan.files import atomic_write
 from mtgan.nn.gan import ARCHITECTURE_KEYS, ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt, sample
-from mtgan.phases.meta_train import meta_train, with_granularity
+from mtgan.phases.evaluate import validation_fid
+from mtgan.phases.meta_train import meta_train, validation_curve, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
-from mtgan.report import image_grid, save_png
+from mtgan.report import image_grid, save_curve, save_png
 from mtgan.runs.folder import MODEL_FILE, Run, record
 from mtgan.runs.loss_log import log_losses
 
@@ -76,13 +77,46 @@ def run_meta_train(run: Run, gan: ConditionalGAN | None = None) -> ConditionalGA
     def attempt(cfg: Config, state: Path) -> tuple[ConditionalGAN, list]:
         gan = copy.deepcopy(pretrained)  # a restart starts from the pretrained model too
         torch.manual_seed(cfg.seed)  # head_init=random draws from it
-        return gan, meta_train(gan, run.data()["train"], cfg, run.device, run.progress, state)
+        train, validate = run.data()["train"], meta_validator(run, cfg)
+        return gan, meta_train(gan, train, cfg, run.device, run.progress, state, validate)
 
     gan, info = train_with_restarts(run, run.cfg, run.path("meta-train"), "meta", attempt)
     _keep(run, "meta-train", info)
     log_losses(run, "meta-train")
+    _write_validation_curve(run, info.get("history", []))
     save_phase(gan, run.path("meta-train"), "meta-train", info)
     return gan
+
+
+def meta_validator(run: Run, cfg: Config) -> Callable[[ConditionalGAN], float] | None:
+    """The validation score of meta-models that ``meta.validate_every`` asks for, or None."""
+    validation = validation_classes(run, cfg)
+    return None if validation is None else validation_fid(validation, cfg, run.device)
+
+
+def validation_classes(run: Run, cfg: Config) -> ClassDataset | None:
+    """The validation classes when ``meta.validate_every`` asks for them (None when it does
+    not); an error, before any training, when there are too few."""
+    if not cfg.meta.validate_every:
+        return None
+    validation = run.data().get("validation")
+    if validation is None or len(validation.classes) < cfg.task.n_way:
+        have = 0 if validation is None else len(validation.classes)
+        raise MtganError(
+            f"meta.validate_every needs {cfg.task.n_way} validation classes, not {have}; "
+            "hold training classes out with data.validation_classes"
+        )
+    return validation
+
+
+def _write_validation_curve(run: Run, history: list[dict[str, float]]) -> None:
+    """``meta-train/validation.json`` and ``.png``: the meta-model's validation FID by step."""
+    curve = validation_curve(history, run.cfg.meta.validate_every)
+    if curve and is_main():
+        best = min(curve, key=lambda point: point[1])
+        data = {"score": "mean FID of validation tasks", "curve": curve, "best": best}
+        atomic_write(run.path("meta-train", "validation.json"), json.dumps(data, indent=2))
+        save_curve(curve, "validation FID", run.path("meta-train", "validation.png"))
 
 
 def load_phase_model(run: Run, phase: str) -> tuple[ConditionalGAN, dict[str, Any]]:

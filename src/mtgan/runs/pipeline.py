@@ -31,7 +31,7 @@ from mtgan.report import (
     save_png,
     save_score_plot,
 )
-from mtgan.runs.drivers import RunContext, save_phase
+from mtgan.runs.drivers import RunContext, save_phase, validation_classes
 from mtgan.runs.folder import Run, seeded_test_tasks
 from mtgan.runs.loss_log import log_losses
 from mtgan.runs.outputs import folder_names, replace_folder, write_images
@@ -49,6 +49,7 @@ def run_all(run: Run) -> dict[str, Any]:
     """Meta Transfer GAN's phases in order, then ``metrics.json`` (with the pretrained G's own
     scores on training classes, :func:`score_pretrained`, and how far meta-training moved each
     layer's scale and shift, :func:`ss_movement`), ``losses.png`` and ``report.md``."""
+    validation_classes(run, run.cfg)  # refuse a validation without classes before training
     fitted = fit(run, "mtgan", train=True)
     pretrained, _ = RunContext(run, train=False).pretrained(run.cfg)
     start = time.perf_counter()
