@@ -272,3 +272,24 @@ def test_meta_training_ends_with_the_best_validated_meta_model(
                                             (6, scores[3])]  # fmt: skip
     assert [h["validation"] for h in history] == [scores[0], *scores[1:2] * 2, *scores[2:3] * 2,
                                                   scores[3]]  # fmt: skip
+
+
+@pytest.mark.parametrize("outer_g, sees_query", [("eq11", False), ("features", True)])
+def test_only_feature_matching_lets_the_query_images_reach_gs_scale_and_shift(
+    pretrained, tiny_cfg, toy_dataset, outer_g, sees_query
+):
+    """Eq. 11's L_G holds no query image, so G's SS gradient ignores them (the paper's gap);
+    ``meta.outer_g=features`` compares generated with query images. D's side sees them always."""
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.meta.outer_g = outer_g
+    gan = copy.deepcopy(pretrained[0])
+    gan.reset_heads(3)
+    gan.freeze_backbone()
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=2).sample()
+    batch = _one_task(task, cfg, gan)
+    other = copy.copy(batch)
+    other.query = batch.query.flip(-1)  # other query images, same support set and noise
+    g1, g2 = (task_meta_gradient(gan, b, cfg).grads for b in (batch, other))
+    same_g = all(torch.equal(a, b) for a, b in zip(g1["g"], g2["g"], strict=True))
+    assert same_g != sees_query
+    assert not all(torch.equal(a, b) for a, b in zip(g1["d"], g2["d"], strict=True))

@@ -27,6 +27,7 @@ from mtgan.choices import (
     HeadInit,
     HeadUpdate,
     OptimizerKind,
+    OuterGenerator,
     Precision,
     allowed,
     parse_policies,
@@ -106,6 +107,9 @@ class MetaConfig:
     the pretrained ones; ``average`` sets them to the mean of the task-adapted ones (eq. 12),
     which measurably hurt (see the README's results).
     A state file is written every ``checkpoint_every`` outer steps (0: none).
+    ``outer_g``: what the outer step asks of G's scale and shift, eq. 11's L_G (the paper's,
+    in which no query image appears) or ``features``, that the adapted G's images of each class
+    match the query images' mean FE features (our extension).
     ``validate_every`` > 0 adapts the meta-model to ``validate_tasks`` fixed tasks of the
     validation classes before the first outer step and every ``validate_every`` steps, scores
     them (mean FID) and ends with the best meta-model seen, the starting one included.
@@ -122,6 +126,7 @@ class MetaConfig:
     checkpoint_every: int = 10
     validate_every: int = 0
     validate_tasks: int = 5
+    outer_g: OuterGenerator = "eq11"
 
 
 @dataclass

@@ -131,6 +131,33 @@ def generator_loss(
     )
 
 
+def class_feature_matching(
+    fake_features: torch.Tensor,
+    real_features: torch.Tensor,
+    fake_labels: torch.Tensor,
+    real_labels: torch.Tensor,
+    n_classes: int,
+) -> torch.Tensor:
+    """Our extension of eq. 11 for G's scale and shift (``meta.outer_g=features``): the squared
+    distance between the mean features of the generated and of the real images of each class,
+    summed over the classes (feature matching, Salimans et al. 2016, per class). Unlike eq. 6's
+    L_G it depends on the real (query) images. With a leading task dimension, one loss per task.
+
+    Example:
+        >>> f = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+        >>> class_feature_matching(f, f + 1, torch.tensor([0, 0]), torch.tensor([0, 0]), 1)
+        tensor(2.)
+    """
+
+    def class_means(feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        onehot = torch.nn.functional.one_hot(labels, n_classes).to(feats.dtype)
+        counts = onehot.sum(-2).clamp_min(1).unsqueeze(-1)
+        return (onehot.transpose(-1, -2) @ feats) / counts
+
+    gap = class_means(fake_features, fake_labels) - class_means(real_features, real_labels)
+    return gap.pow(2).sum((-1, -2))
+
+
 def critic(logits: torch.Tensor) -> torch.Tensor:
     """The WGAN critic's value: log (1 - D_{N+1}(x)) - log D_{N+1}(x), from D's logits."""
     return torch.logsumexp(logits[..., :-1], -1) - logits[..., -1]

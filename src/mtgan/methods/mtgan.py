@@ -37,9 +37,11 @@ ABLATIONS = {
     "mtgan-second-order": ("meta.second_order=true",),
     "mtgan-eq12": ("meta.head_update=average",),
     "mtgan-no-augment": ("adapt.augment=",),
+    "mtgan-features": ("meta.outer_g=features",),
 }
 """Variants of ``mtgan``: its settings with these overrides (SS granularity, eq. 5 against
-eq. 6, second order, eq. 12's head averaging, no augmentation of D's inputs)."""
+eq. 6, second order, eq. 12's head averaging, no augmentation of D's inputs, G's scale and
+shift trained to match the query images' features instead of eq. 11's L_G)."""
 
 for _name, _overrides in ABLATIONS.items():
     register(

@@ -15,13 +15,13 @@ from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler, Task
 from mtgan.distributed import all_reduce_sum, shard
-from mtgan.losses import ClassifierObjective
+from mtgan.losses import ClassifierObjective, class_feature_matching
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.common import autocast, noise, state_identity, to_device
 from mtgan.phases.loop import run_phase
 from mtgan.phases.pretrain import build_gan
-from mtgan.phases.step import GanStep, Params, Update, gan_losses
+from mtgan.phases.step import GanStep, Params, Update, features, gan_losses, generate
 
 LOSSES = ("query_loss_d", "query_loss_g")
 
@@ -269,7 +269,9 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
     Inner steps train copies of NM (by L_G) and CF (by L_D) on the support set, augmenting D's
     inputs as adaptation does (``adapt.augment``, each task from its own seed); on the query
     set the adapted copies give L_G, whose gradient goes to IC's SS, and L_D, whose gradient
-    goes to FE's SS. First-order treats the adapted copies as constants; second-order
+    goes to FE's SS (``meta.outer_g=features``: instead of L_G, the per-class feature matching
+    of :func:`mtgan.losses.class_feature_matching` between generated and query images).
+    First-order treats the adapted copies as constants; second-order
     (``meta.second_order``) differentiates through the inner steps. With a task dimension
     (``batch`` from :func:`stack_tasks`) every task has its own copies of NM and CF and the T
     inner loops run as one batched computation; the result equals a loop over
@@ -294,6 +296,15 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
     loss_d, loss_g = gan_losses(
         gan, params, batch.query, batch.query_labels, batch.query_noise, objective
     )
+    if m.outer_g == "features":  # our extension: G's side sees the query images
+        fake = generate(gan, params, batch.query_noise, batch.query_labels)
+        loss_g = class_feature_matching(
+            features(gan, params, fake),
+            features(gan, params, batch.query),
+            batch.query_labels,
+            batch.query_labels,
+            cfg.task.n_way,
+        )
     grads = {
         "g": torch.autograd.grad(
             loss_g.sum(), [base[n] for n in gan.names("ss_g")], retain_graph=True
