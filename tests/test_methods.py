@@ -248,9 +248,26 @@ def test_unknown_method_is_a_usage_error(capsys):
     assert "gan9000" in capsys.readouterr().err
 
 
+def _kind(path: Path) -> str:
+    if path.name.startswith("fewshot-"):
+        return "fewshot"
+    return "steps" if path.stem.endswith("-steps") or "-steps-" in path.stem else "benchmark"
+
+
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
-def test_committed_results_have_the_benchmark_schema(path):
-    _check_schema(json.loads(path.read_text()))
+def test_committed_results_have_their_schema(path):
+    report = json.loads(path.read_text())
+    if _kind(path) == "benchmark":
+        _check_schema(report)
+    elif _kind(path) == "steps":
+        assert report["steps"] and report["default_steps"] >= 1
+        for budgets in report["methods"].values():
+            assert list(budgets) == [str(t) for t in report["steps"]]
+            assert all(len(r["tasks"]) == len(report["tasks"]) for r in budgets.values())
+    else:
+        for result in report["conditions"].values():
+            assert len(result["tasks"]) == len(report["tasks"])
+            assert {"support", "classic"} <= set(result["paired"])
 
 
 @register
