@@ -106,7 +106,9 @@ class Selection:
     starting model's score.
     """
 
-    def __init__(self, gan: ConditionalGAN, validate: Callable[[ConditionalGAN], float], every):
+    def __init__(
+        self, gan: ConditionalGAN, validate: Callable[[ConditionalGAN], float], every: int
+    ):
         self.gan, self.validate, self.every = gan, validate, every
         own = dict(gan.named_parameters())
         names = [n for n in own if is_ss_parameter(n)] + gan.names("nm") + gan.names("cf")
@@ -134,13 +136,6 @@ class Selection:
         return {"selection/scores": self.scores} | {
             f"selection/best/{n}": v for n, v in self.best.items()
         }
-
-    def curve(self, history: list[dict[str, float]]) -> list[tuple[int, float]]:
-        """(outer step, score) of every validation, the starting model's at step 0."""
-        return [(0, float(self.scores[3]))] + [
-            (k, history[k - 1]["validation"])
-            for k in range(self.every, len(history) + 1, self.every)
-        ]
 
     @torch.no_grad()
     def keep_best(self) -> None:
