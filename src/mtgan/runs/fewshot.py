@@ -18,7 +18,6 @@ validation classes; the test tasks only report.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from mtgan.files import atomic_write
 from mtgan.methods import METHODS, Fitted
 from mtgan.metrics import (
     extract_features,
-    mean_confidence_interval,
     pairwise_diversity,
     train_evaluator,
 )
@@ -44,7 +42,7 @@ from mtgan.phases.evaluate import summarize
 from mtgan.report import condition_bars, mean_ci_text
 from mtgan.runs.benchmark import Benchmark
 from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
-from mtgan.runs.results import machine, provenance
+from mtgan.runs.results import machine, paired, provenance
 
 SUPPORT, CLASSIC = "support", "classic"
 BASELINES = (SUPPORT, CLASSIC)
@@ -240,23 +238,19 @@ def run_fewshot(
     return report
 
 
-def paired(report: dict[str, Any]) -> None:
+def paired_with_baselines(report: dict[str, Any]) -> None:
     """Each condition's per-task accuracy minus that of ``support`` and of ``classic``."""
     conditions = report["conditions"]
     for result in conditions.values():
-        result["paired"] = {}
-        for base in BASELINES:
-            diffs = [
-                t["accuracy"] - b["accuracy"]
-                for t, b in zip(result["tasks"], conditions[base]["tasks"], strict=True)
-            ]
-            mean, half = mean_confidence_interval(diffs)
-            result["paired"][base] = {"mean": mean, "ci95": None if math.isnan(half) else half}
+        result["paired"] = {
+            base: paired(result["tasks"], conditions[base]["tasks"], "accuracy")
+            for base in BASELINES
+        }
 
 
 def write_fewshot(report: dict[str, Any], out: Path) -> None:
     """``out``'s .json, .md and accuracy plot (.png)."""
-    paired(report)
+    paired_with_baselines(report)
     atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
     atomic_write(out.with_suffix(".md"), _markdown(report, out.name))
     condition_bars(report["conditions"], out.with_suffix(".png"))

@@ -58,14 +58,23 @@ def paired_differences(methods: dict[str, dict]) -> dict[str, dict[str, dict]]:
     tightly than their separate confidence intervals do.
     """
     reference = next(iter(methods.values()))["tasks"]
-    paired = {}
-    for name, result in methods.items():
-        paired[name] = {}
-        for key in PAIRED:
-            diffs = [t[key] - r[key] for t, r in zip(result["tasks"], reference, strict=True)]
-            mean, half = mean_confidence_interval(diffs)
-            paired[name][key] = {"mean": mean, "ci95": None if math.isnan(half) else half}
-    return paired
+    return {
+        name: {key: paired(result["tasks"], reference, key) for key in PAIRED}
+        for name, result in methods.items()
+    }
+
+
+def paired(after: list[dict], before: list[dict], key: str) -> dict[str, float | None]:
+    """Mean and 95% CI half-width (None for a single task) of ``after[k][key] -
+    before[k][key]`` over the same tasks k.
+
+    Example:
+        >>> paired([{"fid": 3.0}, {"fid": 5.0}], [{"fid": 1.0}, {"fid": 3.0}], "fid")
+        {'mean': 2.0, 'ci95': 0.0}
+    """
+    diffs = [a[key] - b[key] for a, b in zip(after, before, strict=True)]
+    mean, half = mean_confidence_interval(diffs)
+    return {"mean": mean, "ci95": None if math.isnan(half) else half}
 
 
 COMPARED = ("fid", "kid", "diversity", "mode_score")
@@ -91,11 +100,7 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     for method in [m for m in sides[0] if m in sides[1]]:
         rows = sides[0][method], sides[1][method]
         ratios = [" → ".join(f"{_ratio(r, key):.3g}" for r in rows) for key in ("fid", "diversity")]
-        cells = []
-        for key in COMPARED:
-            diffs = [b[key] - a[key] for a, b in zip(*rows, strict=True)]
-            mean, half = mean_confidence_interval(diffs)
-            cells.append(mean_ci_text({"mean": mean, "ci95": None if math.isnan(half) else half}))
+        cells = [mean_ci_text(paired(rows[1], rows[0], key)) for key in COMPARED]
         lines.append(f"| {method} | " + " | ".join(ratios + cells) + " |")
     return lines
 
@@ -163,9 +168,7 @@ def write_steps_results(report: dict[str, Any], out: Path) -> None:
 
 
 def _paired(after: list[dict], before: list[dict], key: str) -> str:
-    diffs = [a[key] - b[key] for a, b in zip(after, before, strict=True)]
-    mean, half = mean_confidence_interval(diffs)
-    return mean_ci_text({"mean": mean, "ci95": None if math.isnan(half) else half})
+    return mean_ci_text(paired(after, before, key))
 
 
 def _steps_markdown(report: dict[str, Any], name: str) -> str:
