@@ -96,6 +96,7 @@ class Fewshot:
 
     def __init__(self, run: Run):
         self.run, self.cfg = run, run.cfg
+        validation = self._validation_tasks()  # refused, when M cannot be chosen, before training
         train = run.data()["train"]
         self.backbone, info = train_evaluator(
             *train.stacked(),
@@ -111,7 +112,7 @@ class Fewshot:
             "heldout_accuracy": info["heldout_accuracy"],
             "seconds": info["seconds"],
         }
-        self.tasks = {"validation": self._validation_tasks(), "test": seeded_test_tasks(run)}
+        self.tasks = {"validation": validation, "test": seeded_test_tasks(run)}
         self.features = {
             split: [self._task_features(t) for t in tasks] for split, tasks in self.tasks.items()
         }
