@@ -451,12 +451,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     steps = None if args.adapt_steps is None else _numbers(args.adapt_steps, "--adapt-steps")
     if steps is not None and args.budget is not None:
         raise MtganError("--adapt-steps and --budget cannot be combined")
-    cfg = _config(args)
-    name = (Path(args.config).stem if args.config else cfg.data.name) + ("-steps" if steps else "")
-    out = Path(args.out) if args.out else Path("results") / name
-    if out.with_suffix(".json").exists() and not args.overwrite:
-        raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
-    run = Run(out.parent, cfg, progress=not args.no_progress)
+    out, run = _results_run(args, "", "-steps" if steps else "")
 
     def show(method: str, result: dict, steps: int | None = None) -> None:
         ms, fid = result["summary"]["mode_score"], result["summary"]["fid"]
@@ -471,6 +466,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(run, methods, out, command, args.budget, show, args.split)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
+
+
+def _results_run(args: argparse.Namespace, prefix: str, suffix: str) -> tuple[Path, Run]:
+    """A benchmark's results path stem (``--out``, or results/<prefix><config name><suffix>),
+    refused when its .json exists without ``--overwrite``, and the run its phases use."""
+    cfg = _config(args)
+    name = prefix + (Path(args.config).stem if args.config else cfg.data.name) + suffix
+    out = Path(args.out) if args.out else Path("results") / name
+    if out.with_suffix(".json").exists() and not args.overwrite:
+        raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
+    return out, Run(out.parent, cfg, progress=not args.no_progress)
 
 
 def _numbers(text: str, option: str) -> list[int]:
@@ -491,12 +497,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]
     if args.generated is not None:
         args.set.append(f"fewshot.generated=[{args.generated}]")
-    cfg = _config(args)
-    name = "fewshot-" + (Path(args.config).stem if args.config else cfg.data.name)
-    out = Path(args.out) if args.out else Path("results") / name
-    if out.with_suffix(".json").exists() and not args.overwrite:
-        raise MtganError(f"{out.with_suffix('.json')} exists; pass --overwrite or another --out")
-    run = Run(out.parent, cfg, progress=not args.no_progress)
+    out, run = _results_run(args, "fewshot-", "")
 
     def show(condition: str, result: dict) -> None:
         accuracy = mean_ci_text(result["summary"]["accuracy"])
