@@ -207,6 +207,48 @@ def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tin
     assert any(not torch.equal(after[k], start[k]) for k in after if is_ss_parameter(k))
 
 
+def test_head_step_moves_the_heads_that_fraction_of_the_way_to_the_adapted_mean(
+    pretrained, tiny_cfg, toy_dataset, monkeypatch
+):
+    """Eq. 12 with a step size: after one outer step NM and CF lie head_step of the way from
+    where they started to the mean of the task-adapted heads."""
+    import mtgan.phases.meta_train as phase
+
+    gan, _ = pretrained
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.meta.head_update, cfg.meta.head_step, cfg.meta.steps = "average", 0.25, 1
+    means, task_gradient = [], phase.TaskGradient.sum
+
+    def recording(parts):
+        total = task_gradient(parts)
+        means.append({n: v / cfg.meta.meta_batch for n, v in total.heads.items()})
+        return total
+
+    monkeypatch.setattr(phase.TaskGradient, "sum", staticmethod(recording))
+    fresh = copy.deepcopy(gan)
+    fresh.reset_heads(cfg.task.n_way, cfg.model.head_init)
+    start = _state(fresh)
+    meta_train(gan, toy_dataset, cfg, CPU)
+    after = _state(gan)
+    for name, mean in means[0].items():
+        expected = start[name] + 0.25 * (mean - start[name])
+        assert not torch.allclose(after[name], start[name]), name
+        assert torch.allclose(after[name], expected, atol=1e-6), name
+
+
+@pytest.mark.parametrize("sides", ["g", "d"])
+def test_ss_sides_trains_one_sides_scale_and_shift_only(pretrained, tiny_cfg, toy_dataset, sides):
+    gan, _ = pretrained
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.meta.ss_sides = sides
+    start = _state(gan)
+    meta_train(gan, toy_dataset, cfg, CPU)
+    after = _state(gan)
+    for side in "gd":
+        moved = any(not torch.equal(after[n], start[n]) for n in gan.names(f"ss_{side}"))
+        assert moved == (side == sides), side
+
+
 def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     tiny_cfg, toy_dataset, monkeypatch
 ):
@@ -293,3 +335,71 @@ def test_only_feature_matching_lets_the_query_images_reach_gs_scale_and_shift(
     same_g = all(torch.equal(a, b) for a, b in zip(g1["g"], g2["g"], strict=True))
     assert same_g != sees_query
     assert not all(torch.equal(a, b) for a, b in zip(g1["d"], g2["d"], strict=True))
+
+
+def test_learned_rate_gradient_of_one_inner_step_matches_finite_differences(toy_dataset):
+    """Meta-SGD, first order: after one SGD inner step theta_1 = theta_0 - lr exp(r) g, so
+    dL/dr = dL/dtheta_1 (theta_1 - theta_0) exactly. NM's rates against the query L_G (CF's
+    step comes first and does not depend on them)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg, gan, task = _double_setup(toy_dataset, False)
+        cfg.meta.inner_steps, cfg.meta.learn_rates = 1, True
+        with torch.no_grad():
+            for p in gan.rates.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        _, grads, _ = task_meta_gradient(gan, _one_task(task, cfg, gan), cfg)
+        by_name = dict(zip(gan.names("rates"), grads["rates"], strict=True))
+        for name in ("rates.nm_class", "rates.nm_noise", "rates.nm_bias"):
+            p = dict(gan.named_parameters())[name]
+            for idx in range(2):
+                eps = 1e-6
+                with torch.no_grad():
+                    p.view(-1)[idx] += eps
+                up = _query_loss(gan, task, cfg, "g")
+                with torch.no_grad():
+                    p.view(-1)[idx] -= 2 * eps
+                down = _query_loss(gan, task, cfg, "g")
+                with torch.no_grad():
+                    p.view(-1)[idx] += eps
+                numeric = (up - down) / (2 * eps)
+                assert by_name[name].reshape(-1)[idx].item() == pytest.approx(
+                    numeric, rel=1e-4, abs=1e-8
+                ), name
+        assert by_name["rates.cf_class"].abs().sum() > 0
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_meta_training_learns_rates_only_when_asked(pretrained, tiny_cfg, toy_dataset):
+    for learn in (False, True):
+        gan = copy.deepcopy(pretrained[0])
+        cfg = copy.deepcopy(tiny_cfg)
+        cfg.meta.learn_rates = learn
+        meta_train(gan, toy_dataset, cfg, CPU)
+        moved = [bool(p.abs().sum() > 0) for p in gan.rates.parameters()]
+        assert all(moved) if learn else not any(moved)
+
+
+def test_adaptation_scales_each_learning_rate_by_the_learned_multiplier(
+    pretrained, tiny_cfg, toy_dataset
+):
+    """A multiplier of exp(-60) stops NM's class columns; the noise columns still move."""
+    gan = copy.deepcopy(pretrained[0])
+    gan.reset_heads(3)
+    with torch.no_grad():
+        gan.rates.nm_class.fill_(-60.0)
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=1).sample()
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    z = gan.generator.z_dim
+    before, after = gan.generator.nm.weight, adapted.generator.nm.weight
+    assert torch.allclose(after[:, z:], before[:, z:], atol=1e-12)
+    assert not torch.allclose(after[:, :z], before[:, :z])
+
+
+def test_update_scales_multiply_the_step_of_the_named_parameters_only():
+    params = {"a": torch.zeros(2), "b": torch.zeros(2)}
+    update = Update(["a", "b"], 0.1, "sgd", scales={"a": torch.tensor([2.0, 0.5])})
+    update(params, [torch.ones(2), torch.ones(2)])
+    torch.testing.assert_close(params["a"], torch.tensor([-0.2, -0.05]))
+    torch.testing.assert_close(params["b"], torch.tensor([-0.1, -0.1]))

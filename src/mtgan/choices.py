@@ -28,6 +28,10 @@ OptimizerKind = Literal["adam", "sgd"]
 HeadUpdate = Literal["average", "reset"]
 """What meta-training does to NM and CF after an outer step: eq. 12's average, or reset."""
 
+SsSides = Literal["both", "g", "d"]
+"""Whose scale and shift meta-training's outer step trains: IC's and FE's, IC's only or FE's
+only (the other side's stay at identity)."""
+
 OuterGenerator = Literal["eq11", "features"]
 """What meta-training's outer step asks of G's scale and shift: eq. 11's L_G on the query
 noise, or that generated images of each class match the query images' mean FE features."""

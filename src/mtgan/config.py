@@ -29,6 +29,7 @@ from mtgan.choices import (
     OptimizerKind,
     OuterGenerator,
     Precision,
+    SsSides,
     allowed,
     parse_policies,
 )
@@ -105,7 +106,12 @@ class MetaConfig:
     ``head_update``: ``reset`` (default) returns NM and CF to their initial values after every
     outer step, so that only SS is meta-learned and adaptation starts from the heads derived from
     the pretrained ones; ``average`` sets them to the mean of the task-adapted ones (eq. 12),
-    which measurably hurt (see the README's results).
+    which measurably hurt (see the README's results); ``head_step`` < 1 moves them only that
+    fraction of the way to the mean (Reptile's interpolation; 0 is ``reset``).
+    ``ss_sides``: whose scale and shift the outer step trains, ``both``, ``g`` (IC's) or ``d``
+    (FE's). ``learn_rates`` also learns the inner loops' learning rates of NM and CF, one
+    multiplier per element (Meta-SGD; steps of ``rate_lr`` on their logarithms), and phase (c)
+    adapts with them.
     A state file is written every ``checkpoint_every`` outer steps (0: none).
     ``outer_g``: what the outer step asks of G's scale and shift, eq. 11's L_G (the paper's,
     in which no query image appears) or ``features``, that the adapted G's images of each class
@@ -123,6 +129,10 @@ class MetaConfig:
     outer_lr: float = 1e-4
     second_order: bool = False
     head_update: HeadUpdate = "reset"
+    head_step: float = 1.0
+    ss_sides: SsSides = "both"
+    learn_rates: bool = False
+    rate_lr: float = 1e-2
     checkpoint_every: int = 10
     validate_every: int = 0
     validate_tasks: int = 5
@@ -417,6 +427,7 @@ POSITIVE = (
     "meta.inner_steps",
     "meta.inner_lr",
     "meta.outer_lr",
+    "meta.rate_lr",
     "adapt.steps",
     "adapt.lr",
     "eval.tasks",
@@ -484,6 +495,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
     if len(cfg.pretrain.betas) != 2 or not all(0 <= b < 1 for b in cfg.pretrain.betas):
         raise ConfigError(f"pretrain.betas must be two numbers in [0, 1), got {cfg.pretrain.betas}")
+    if not 0 <= cfg.meta.head_step <= 1:
+        raise ConfigError(f"meta.head_step must be in [0, 1], got {cfg.meta.head_step}")
     if not 0 <= cfg.pretrain.ema < 1:
         raise ConfigError(f"pretrain.ema must be in [0, 1), got {cfg.pretrain.ema}")
     if not cfg.fewshot.generated or min(cfg.fewshot.generated) < 1:

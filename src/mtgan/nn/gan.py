@@ -19,6 +19,7 @@ from mtgan.choices import Granularity, HeadInit, allowed
 from mtgan.errors import MtganError
 from mtgan.nn.discriminator import Discriminator
 from mtgan.nn.generator import Generator
+from mtgan.nn.rates import HeadRates
 from mtgan.nn.ss import is_ss_parameter
 
 HEAD_INITS = allowed(HeadInit)
@@ -57,6 +58,9 @@ class ConditionalGAN(nn.Module):
         }
         self.generator = Generator(n_classes, image_size, channels, z_dim, g_width, ss_granularity)
         self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
+        self.rates = HeadRates(
+            z_dim, self.generator.nm_out_features, self.discriminator.fe.out_features
+        )
 
     @property
     def n_classes(self) -> int:
@@ -71,7 +75,8 @@ class ConditionalGAN(nn.Module):
         """Names of the parameters in one group.
 
         Groups: ``nm``, ``ic``, ``fe``, ``cf`` (the weights, SS excluded), ``ss_g`` and
-        ``ss_d`` (scale and shift of IC and FE), ``g`` and ``d`` (all weights of G or D).
+        ``ss_d`` (scale and shift of IC and FE), ``g`` and ``d`` (all weights of G or D),
+        ``rates`` (the learned log-multipliers of NM's and CF's learning rates).
         """
         prefixes = {
             "nm": "generator.nm.",
@@ -82,6 +87,7 @@ class ConditionalGAN(nn.Module):
             "ss_d": "discriminator.fe.",
             "g": "generator.",
             "d": "discriminator.",
+            "rates": "rates.",
         }
         if group not in prefixes:
             raise ValueError(f"unknown parameter group {group!r}")
@@ -160,6 +166,7 @@ def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
         missing, unexpected = gan.load_state_dict(tensors, strict=False)
     except RuntimeError:  # a tensor of the wrong shape
         missing, unexpected = ["(tensor shapes differ)"], []
+    missing = [k for k in missing if not k.startswith("rates.")]  # older: no learned rates
     if missing or unexpected:
         raise MtganError(
             f"checkpoint {path} does not match its architecture: missing {missing[:3]}"

@@ -31,7 +31,9 @@ def adapt(
     state_path: str | os.PathLike | None = None,
     groups: Sequence[str] = HEADS,
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
-    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed.
+    """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed. Their
+    learning rates are ``adapt.lr`` times the model's learned multipliers (``meta.learn_rates``;
+    1 where none were learned).
 
     Args:
         meta_gan: the meta-learned model (not modified; a copy is adapted).
@@ -57,8 +59,9 @@ def adapt(
     gan.freeze_backbone()
     d_side, g_side = groups
     params = trainable_params(gan, gan.names(d_side) + gan.names(g_side))
-    update_d = Update(gan.names(d_side), a.lr, a.optimizer)
-    update_g = Update(gan.names(g_side), a.lr, a.optimizer)
+    rates = gan.rates.multipliers(n_way)  # Meta-SGD's, when meta-learned; else all 1
+    update_d = Update(gan.names(d_side), a.lr, a.optimizer, scales=rates)
+    update_g = Update(gan.names(g_side), a.lr, a.optimizer, scales=rates)
     rng = torch.Generator().manual_seed(seed)
     augment = Augment(parse_policies(a.augment), rng) if a.augment else None
     objective = ClassifierObjective(cfg.model.objective)

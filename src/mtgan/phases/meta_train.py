@@ -60,8 +60,11 @@ def meta_train(
     sampler = EpisodeSampler(dataset, cfg.task.n_way, cfg.task.k_shot, cfg.task.q_query, cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     outer = {
-        side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999)) for side in "gd"
+        side: Update(gan.names(f"ss_{side}"), m.outer_lr, "adam", (0.9, 0.999))
+        for side in meta_sides(cfg)
     }
+    if m.learn_rates:  # Meta-SGD
+        outer["rates"] = Update(gan.names("rates"), m.rate_lr, "adam", (0.9, 0.999))
     initial_heads = heads_of(gan) if m.head_update == "reset" else None
     selection = (
         Selection(gan, validate, m.validate_every) if validate and m.validate_every else None
@@ -111,7 +114,8 @@ class Selection:
     ):
         self.gan, self.validate, self.every = gan, validate, every
         own = dict(gan.named_parameters())
-        names = [n for n in own if is_ss_parameter(n)] + gan.names("nm") + gan.names("cf")
+        names = [n for n in own if is_ss_parameter(n)]
+        names += gan.names("nm") + gan.names("cf") + gan.names("rates")
         self.best = {n: own[n].detach().clone() for n in names}
         first = validate(gan)
         self.scores = torch.tensor([0.0, first, first, first], dtype=torch.float64)
@@ -219,20 +223,22 @@ def meta_step(
             for i in range(mine.start, mine.stop, at_once)
         ]
     total = TaskGradient.sum(parts)
-    sums = [*total.heads.values(), *total.grads["g"], *total.grads["d"], total.losses]
+    sums = [*total.heads.values(), *(g for side in total.grads.values() for g in side)]
+    sums.append(total.losses)
     all_reduce_sum(sums)
     for t in sums:
         t.div_(len(tasks))
     base = dict(gan.named_parameters())
-    for side in "gd":
+    for side in outer:
         outer[side](base, total.grads[side])  # eq. 11
-    load_heads(gan, total.heads)  # eq. 12: the sums over tasks are means now
+    step_heads(gan, total.heads, cfg.meta.head_step)  # eq. 12: the sums are means now
     return dict(zip(LOSSES, total.losses.tolist(), strict=True))
 
 
 class TaskGradient(NamedTuple):
     """What eq. 10 and eq. 11 give for one task or a batch of tasks: the adapted NM and CF
-    (stacked by task), the SS gradients by side (``g``: IC's, ``d``: FE's) and the query losses
+    (stacked by task), the gradients by side (``g``: IC's SS, ``d``: FE's SS, and with
+    ``meta.learn_rates`` ``rates``: the learned rates' log-multipliers) and the query losses
     ``(L_D, L_G)``, the last two summed over the tasks."""
 
     heads: Params
@@ -245,7 +251,7 @@ class TaskGradient(NamedTuple):
         heads = {n: sum(part.heads[n].sum(0) for part in parts) for n in parts[0].heads}
         grads = {
             side: tuple(sum(g) for g in zip(*(p.grads[side] for p in parts), strict=True))
-            for side in "gd"
+            for side in parts[0].grads
         }
         return TaskGradient(heads, grads, sum(part.losses for part in parts))
 
@@ -278,9 +284,13 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
     heads = {
         n: t.expand(*tasks, *t.shape).clone().requires_grad_() for n, t in heads_of(gan).items()
     }
+    start = {n: h.detach().clone() for n, h in heads.items()}
     params = {**base, **heads}
-    inner_d = Update(gan.names("cf"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
-    inner_g = Update(gan.names("nm"), m.inner_lr, m.inner_optimizer, differentiable=m.second_order)
+    rates = gan.rates.multipliers(cfg.task.n_way)
+    inner_d, inner_g = (
+        Update(names, m.inner_lr, m.inner_optimizer, differentiable=m.second_order, scales=rates)
+        for names in (gan.names("cf"), gan.names("nm"))
+    )
     augment = None
     if cfg.adapt.augment:
         augment = TaskAugment(parse_policies(cfg.adapt.augment), batch.augment_seeds)
@@ -300,14 +310,35 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
             batch.query_labels,
             cfg.task.n_way,
         )
-    grads = {
-        "g": torch.autograd.grad(
-            loss_g.sum(), [base[n] for n in gan.names("ss_g")], retain_graph=True
-        ),
-        "d": torch.autograd.grad(loss_d.sum(), [base[n] for n in gan.names("ss_d")]),
-    }
+    grads, moved = {}, {}
+    for side, loss, head in (("g", loss_g, "nm"), ("d", loss_d, "cf")):
+        ss, own = gan.names(f"ss_{side}"), gan.names(head) if m.learn_rates else []
+        found = torch.autograd.grad(
+            loss.sum(), [base[n] for n in ss] + [params[n] for n in own], retain_graph=side == "g"
+        )
+        grads[side] = found[: len(ss)]
+        # Meta-SGD, first order: d theta_T / d log(rate) = theta_T - theta_0, element-wise.
+        after = zip(own, found[len(ss) :], strict=True)
+        moved |= {n: g * (params[n].detach() - start[n]) for n, g in after}
+    if moved:
+        grads["rates"] = gan.rates.gradient(moved, cfg.task.n_way)
     adapted = {n: params[n].detach() for n in heads}
     return TaskGradient(adapted, grads, torch.stack([loss_d.sum(), loss_g.sum()]).detach())
+
+
+def meta_sides(cfg: Config) -> str:
+    """The sides whose scale and shift the outer step trains (``meta.ss_sides``): ``g`` for
+    IC's, ``d`` for FE's."""
+    return "gd" if cfg.meta.ss_sides == "both" else cfg.meta.ss_sides
+
+
+@torch.no_grad()
+def step_heads(gan: ConditionalGAN, adapted: Params, step: float) -> None:
+    """Eq. 12 with a step size: NM and CF move ``step`` of the way to the mean of the adapted
+    heads (1, the paper's average; less, Reptile's interpolation)."""
+    own = dict(gan.named_parameters())
+    for name, value in adapted.items():
+        own[name].lerp_(value, step)
 
 
 def heads_of(gan: ConditionalGAN) -> Params:

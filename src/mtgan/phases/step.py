@@ -46,6 +46,8 @@ class Update:
             instead of updating in place.
         data_parallel: average the gradients over the processes first (data-parallel
             pretraining, as ``DistributedDataParallel`` does; nothing to do for one process).
+        scales: per-element multipliers of ``lr`` by parameter name (Meta-SGD's learned rates,
+            :meth:`mtgan.nn.rates.HeadRates.multipliers`); parameters not named keep ``lr``.
     """
 
     def __init__(
@@ -57,11 +59,13 @@ class Update:
         differentiable: bool = False,
         eps: float = 1e-8,
         data_parallel: bool = False,
+        scales: dict[str, torch.Tensor] | None = None,
     ):
         if kind not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
         self.names, self.lr, self.kind, self.betas, self.eps = list(names), lr, kind, betas, eps
         self.differentiable, self.data_parallel = differentiable, data_parallel
+        self.scales = scales or {}
         self.t = 0
         self.moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -74,6 +78,8 @@ class Update:
         new = dict(params)
         for name, grad in zip(self.names, grads, strict=True):
             step = self._direction(name, grad)
+            if name in self.scales:
+                step = step * self.scales[name]
             if self.differentiable:
                 new[name] = params[name] - self.lr * step
             else:
