@@ -380,3 +380,21 @@ def test_benchmark_against_adaptation_steps(tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 1000
     assert main([*argv[:-2], "--adapt-steps", "0,5"]) == 2
     assert "--adapt-steps takes whole numbers" in capsys.readouterr().err
+
+
+def test_steps_table_compares_every_method_with_frozen_at_the_same_and_at_most_steps():
+    from mtgan.runs.results import _against_baseline
+
+    def at(*fids):
+        return {"tasks": [{"fid": f, "kid": f / 4} for f in fids]}
+
+    methods = {
+        "mtgan": {"50": at(10, 12), "300": at(5, 6)},
+        "mtgan-x": {"50": at(8, 9), "300": at(5, 6)},
+        "frozen": {"50": at(12, 13), "300": at(4, 5)},
+    }
+    lines = _against_baseline(methods, ["50", "300"], "frozen")
+    assert "| mtgan-x | 50 | -4 ± 0 | -1 ± 0 | 4 ± 0 | 1 ± 0 |" in lines
+    assert "| mtgan | 300 | 1 ± 0 | 0.25 ± 0 | 1 ± 0 | 0.25 ± 0 |" in lines
+    assert not any(line.startswith("| frozen |") for line in lines)
+    assert _against_baseline({k: methods[k] for k in ("mtgan", "frozen")}, ["50"], "frozen") == []

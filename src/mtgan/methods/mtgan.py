@@ -38,10 +38,16 @@ ABLATIONS = {
     "mtgan-eq12": ("meta.head_update=average",),
     "mtgan-no-augment": ("adapt.augment=",),
     "mtgan-features": ("meta.outer_g=features",),
+    "mtgan-ss-g": ("meta.ss_sides=g",),
+    "mtgan-ss-d": ("meta.ss_sides=d",),
+    "mtgan-reptile": ("meta.head_update=average", "meta.head_step=0.1"),
+    "mtgan-rates": ("meta.learn_rates=true",),
 }
 """Variants of ``mtgan``: its settings with these overrides (SS granularity, eq. 5 against
 eq. 6, second order, eq. 12's head averaging, no augmentation of D's inputs, G's scale and
-shift trained to match the query images' features instead of eq. 11's L_G)."""
+shift trained to match the query images' features instead of eq. 11's L_G, scale and shift
+of IC only or of FE only, eq. 12 as a Reptile step of 0.1 towards the adapted heads, Meta-SGD's
+learned learning rates for NM and CF)."""
 
 for _name, _overrides in ABLATIONS.items():
     register(

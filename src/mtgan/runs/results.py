@@ -222,7 +222,35 @@ def _steps_markdown(report: dict[str, Any], name: str) -> str:
                 f"| {method} | {t} | {_paired(mine, theirs, 'fid')} | "
                 f"{_paired(mine, theirs, 'kid')} |"
             )
+    lines += _against_baseline(methods, steps, "frozen")
     return "\n".join([*lines, "", f"![FID and KID against steps]({name}.png)", ""])
+
+
+def _against_baseline(methods: dict[str, Any], steps: list[str], baseline: str) -> list[str]:
+    """Every other method against ``baseline`` at the same steps and at the baseline's most
+    steps (method - baseline, paired over tasks): a sweep's table; none without the baseline."""
+    if baseline not in methods or len(methods) < 3:
+        return []
+    base, most = methods[baseline], max(methods[baseline], key=int)
+    lines = [
+        "",
+        f"Each method against `{baseline}` (method - {baseline}, per-task differences; negative "
+        f"favours the method): at the same steps, and at {baseline}'s {most} steps.",
+        "",
+        f"| method | steps | Δ FID, same steps | Δ KID, same steps | Δ FID vs {most} | "
+        f"Δ KID vs {most} |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in [m for m in methods if m != baseline]:
+        for t in [t for t in steps if t in methods[method] and t in base]:
+            mine = methods[method][t]["tasks"]
+            cells = [
+                _paired(mine, theirs["tasks"], key)
+                for theirs in (base[t], base[most])
+                for key in ("fid", "kid")
+            ]
+            lines.append(f"| {method} | {t} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _csv(report: dict[str, Any]) -> str:
