@@ -25,6 +25,10 @@ GeneratorLoss = Literal["eq6", "eq5"]
 OptimizerKind = Literal["adam", "sgd"]
 """The update rule of an inner loop or of adaptation."""
 
+ClassInit = Literal["heads", "nearest"]
+"""Where a new task's class columns of NM and rows of CF start: as the heads give them, or from
+the pretrained classes that D recognises in the support images (:mod:`mtgan.nn.bank`)."""
+
 HeadUpdate = Literal["average", "reset"]
 """What meta-training does to NM and CF after an outer step: eq. 12's average, or reset."""
 

@@ -21,6 +21,7 @@ import yaml
 
 from mtgan.choices import (
     Channels,
+    ClassInit,
     Device,
     GeneratorLoss,
     Granularity,
@@ -145,12 +146,17 @@ class AdaptConfig:
     ``checkpoint_every`` steps (0: none). ``augment``: DiffAugment policies applied to D's
     inputs here and in meta-training's inner steps, comma-separated (``translation``,
     ``cutout``, ``color``; empty: none). Translation alone is the default: on Omniglot cutout
-    cost FID, on CIFAR-10 color and cutout helped (its presets add them)."""
+    cost FID, on CIFAR-10 color and cutout helped (its presets add them).
+    ``class_init``: ``heads`` starts a task's classes where NM and CF are (the mean of the
+    pretrained classes', or what meta-training left); ``nearest`` starts each class from the
+    pretrained classes D recognises in its support images (see :mod:`mtgan.nn.bank`), here and
+    in meta-training's inner loops (there without the task's own classes)."""
 
     steps: int = 300
     lr: float = 2e-3
     optimizer: OptimizerKind = "adam"
     augment: str = "translation"
+    class_init: ClassInit = "heads"
     checkpoint_every: int = 100
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from mtgan.checkpoint import read_checkpoint, save_tensors
 from mtgan.choices import Granularity, HeadInit, allowed
 from mtgan.errors import MtganError
+from mtgan.nn.bank import ClassBank
 from mtgan.nn.discriminator import Discriminator
 from mtgan.nn.generator import Generator
 from mtgan.nn.rates import HeadRates
@@ -46,6 +47,7 @@ class ConditionalGAN(nn.Module):
         g_width: int = 32,
         d_width: int = 32,
         ss_granularity: Granularity = "channel",
+        bank_classes: int = 0,
     ):
         super().__init__()
         self.config = {
@@ -58,9 +60,9 @@ class ConditionalGAN(nn.Module):
         }
         self.generator = Generator(n_classes, image_size, channels, z_dim, g_width, ss_granularity)
         self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
-        self.rates = HeadRates(
-            z_dim, self.generator.nm_out_features, self.discriminator.fe.out_features
-        )
+        nm_out, features = self.generator.nm_out_features, self.discriminator.fe.out_features
+        self.rates = HeadRates(z_dim, nm_out, features)
+        self.bank = ClassBank(nm_out, features, bank_classes)
 
     @property
     def n_classes(self) -> int:
@@ -68,8 +70,9 @@ class ConditionalGAN(nn.Module):
 
     @property
     def architecture(self) -> dict[str, Any]:
-        """What rebuilds this model: its constructor's arguments, with today's class count."""
-        return {**self.config, "n_classes": self.n_classes}
+        """What rebuilds this model: its constructor's arguments, with today's class count and
+        the number of pretrained classes it keeps (:class:`mtgan.nn.bank.ClassBank`)."""
+        return {**self.config, "n_classes": self.n_classes, "bank_classes": len(self.bank)}
 
     def names(self, group: str) -> list[str]:
         """Names of the parameters in one group.
@@ -112,10 +115,13 @@ class ConditionalGAN(nn.Module):
         ``init="pretrained"`` keeps the noise columns of the old NM and gives every new class
         the mean of the old class columns; CF's class rows likewise start at the mean of the old
         class rows and its fake row is kept. ``init="random"`` uses PyTorch's default init.
+        The first replacement keeps the old (pretrained) class heads in :attr:`bank`.
         """
         if init not in HEAD_INITS:
             raise ValueError(f"unknown head init {init!r}; choose one of {HEAD_INITS}")
         g, d = self.generator, self.discriminator
+        if not len(self.bank):
+            self.bank.keep(g.nm, d.cf, g.z_dim)
         nm = nn.Linear(g.z_dim + n_classes, g.nm_out_features)
         cf = nn.Linear(d.fe.out_features, n_classes + 1)
         if init == "pretrained":
@@ -159,7 +165,10 @@ def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
     tensors, meta = read_checkpoint(path)
     try:
         arch = meta["architecture"]
-        gan = ConditionalGAN(arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS})
+        kept = arch.get("bank_classes", 0)  # older checkpoints kept no pretrained classes
+        gan = ConditionalGAN(
+            arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS}, bank_classes=kept
+        )
     except (KeyError, TypeError, ValueError, RuntimeError):
         raise MtganError(f"{path} is not a GAN checkpoint (no usable architecture)") from None
     try:

@@ -10,6 +10,7 @@ import torch
 
 from mtgan.augment import Augment, parse_policies
 from mtgan.config import Config
+from mtgan.errors import MtganError
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.common import autocast, noise, state_identity, to_device
@@ -57,6 +58,9 @@ def adapt(
     if n_way != gan.n_classes:
         gan.reset_heads(n_way, "pretrained")
     gan.freeze_backbone()
+    real, labels = to_device(support, device), labels.to(device)
+    if a.class_init == "nearest":
+        start_near(gan, real, labels)
     d_side, g_side = groups
     params = trainable_params(gan, gan.names(d_side) + gan.names(g_side))
     rates = gan.rates.multipliers(n_way)  # Meta-SGD's, when meta-learned; else all 1
@@ -66,7 +70,6 @@ def adapt(
     augment = Augment(parse_policies(a.augment), rng) if a.augment else None
     objective = ClassifierObjective(cfg.model.objective)
     gan_step = GanStep(gan, update_d, update_g, objective, augment)
-    real, labels = to_device(support, device), labels.to(device)
 
     def step() -> dict[str, float]:
         nonlocal params
@@ -83,6 +86,20 @@ def adapt(
     )  # fmt: skip
     gan.requires_grad_(False)
     return gan, history
+
+
+@torch.no_grad()
+def start_near(gan: ConditionalGAN, real: torch.Tensor, labels: torch.Tensor) -> None:
+    """``adapt.class_init=nearest``: every class slot's NM column and CF row start from the
+    pretrained classes that D recognises in its support images (:mod:`mtgan.nn.bank`)."""
+    if not len(gan.bank):
+        raise MtganError(
+            "adapt.class_init=nearest needs the pretrained class heads, and this model kept "
+            "none (it was saved by an older mtgan, or its heads were never replaced); use "
+            "adapt.class_init=heads"
+        )
+    heads = dict(gan.named_parameters())
+    gan.bank.start_near(heads, gan.discriminator.fe(real), labels, gan.generator.z_dim)
 
 
 @torch.no_grad()

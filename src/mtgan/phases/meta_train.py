@@ -72,7 +72,7 @@ def meta_train(
 
     def step() -> dict[str, float]:
         tasks = [sampler.sample() for _ in range(m.meta_batch)]
-        losses = meta_step(gan, tasks, cfg, outer, rng, device)
+        losses = meta_step(gan, tasks, cfg, outer, rng, device, dataset.classes)
         if initial_heads is not None:
             load_heads(gan, initial_heads)  # meta.head_update=reset
         return losses if selection is None else losses | selection.after_step()
@@ -153,7 +153,7 @@ def with_granularity(pretrained: ConditionalGAN, cfg: Config) -> ConditionalGAN:
     the model that phase (b) starts from."""
     if pretrained.config["ss_granularity"] == cfg.model.ss_granularity:
         return copy.deepcopy(pretrained)
-    gan = build_gan(cfg, pretrained.n_classes)
+    gan = build_gan(cfg, pretrained.n_classes, len(pretrained.bank))
     weights = {k: v for k, v in pretrained.state_dict().items() if not is_ss_parameter(k)}
     gan.load_state_dict(weights, strict=False)
     return gan.eval()
@@ -165,7 +165,9 @@ class TaskBatch:
 
     ``support`` (T, n, C, H, W) and ``query`` in [-1, 1] with their slots (T, n);
     ``support_noise`` (T, inner steps, n, z_dim) and ``query_noise`` (T, q, z_dim);
-    ``augment_seeds`` (T,) seed each task's augmentation of D's inputs (``adapt.augment``).
+    ``augment_seeds`` (T,) seed each task's augmentation of D's inputs (``adapt.augment``);
+    ``classes`` (T, n_way) are the indices of the tasks' classes among the training classes
+    (T, 0 when not given).
     ``batch[i]`` is task i alone (no task dimension), ``batch[a:b]`` (or a list) a smaller batch.
     """
 
@@ -176,18 +178,27 @@ class TaskBatch:
     support_noise: torch.Tensor
     query_noise: torch.Tensor
     augment_seeds: torch.Tensor
+    classes: torch.Tensor
 
     def __getitem__(self, index: int | slice | list[int]) -> TaskBatch:
         return TaskBatch(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
 def stack_tasks(
-    tasks: list[Task], inner_steps: int, z_dim: int, rng: torch.Generator, device: torch.device
+    tasks: list[Task],
+    inner_steps: int,
+    z_dim: int,
+    rng: torch.Generator,
+    device: torch.device,
+    classes: list[str] | None = None,
 ) -> TaskBatch:
     """The tasks on ``device``, stacked, with all their noise drawn from ``rng`` up front:
     every inner step's support noise, task by task, then every task's query noise, then every
-    task's augmentation seed."""
+    task's augmentation seed; with ``classes`` (the training classes), each task's classes'
+    indices among them."""
     t, n, q = len(tasks), len(tasks[0].support), len(tasks[0].query)
+    index = {c: i for i, c in enumerate(classes or [])}
+    ids = [[index[c] for c in task.classes] if index else [] for task in tasks]
     stack = torch.stack
     return TaskBatch(
         to_device(stack([task.support for task in tasks]), device),
@@ -197,6 +208,7 @@ def stack_tasks(
         noise(t * inner_steps * n, z_dim, rng, device).view(t, inner_steps, n, z_dim),
         noise(t * q, z_dim, rng, device).view(t, q, z_dim),
         torch.randint(0, 2**62, (t,), generator=rng),
+        torch.tensor(ids, dtype=torch.long, device=device).view(t, -1),
     )
 
 
@@ -207,15 +219,17 @@ def meta_step(
     outer: dict[str, Update],
     rng: torch.Generator,
     device: torch.device,
+    classes: list[str] | None = None,
 ) -> dict[str, float]:
-    """One outer step of Algorithm 1 over a meta-batch of tasks.
+    """One outer step of Algorithm 1 over a meta-batch of tasks (of ``classes``, the training
+    classes, when given: ``adapt.class_init=nearest`` leaves each task's own out).
 
     The tasks' inner loops run ``speed.tasks_at_once`` at a time as one batched computation
     (:func:`task_meta_gradient`). Under torchrun every process takes a share of the tasks and
     the sums of SS gradients (eq. 11), adapted heads (eq. 12) and query losses are all-reduced,
     so that every process takes the step that one process would.
     """
-    batch = stack_tasks(tasks, cfg.meta.inner_steps, gan.generator.z_dim, rng, device)
+    batch = stack_tasks(tasks, cfg.meta.inner_steps, gan.generator.z_dim, rng, device, classes)
     mine, at_once = shard(len(tasks), "meta.meta_batch"), tasks_at_once(cfg, device)
     with autocast(cfg, device):
         parts = [
@@ -284,6 +298,11 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
     heads = {
         n: t.expand(*tasks, *t.shape).clone().requires_grad_() for n, t in heads_of(gan).items()
     }
+    if cfg.adapt.class_init == "nearest":  # as adaptation starts, without the task's classes
+        with torch.no_grad():
+            support = features(gan, base, batch.support)
+        exclude = batch.classes if batch.classes.shape[-1] else None
+        gan.bank.start_near(heads, support, batch.support_labels, gan.generator.z_dim, exclude)
     start = {n: h.detach().clone() for n, h in heads.items()}
     params = {**base, **heads}
     rates = gan.rates.multipliers(cfg.task.n_way)

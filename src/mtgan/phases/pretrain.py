@@ -17,12 +17,14 @@ from mtgan.phases.loop import run_phase
 from mtgan.phases.step import GanStep, Update, trainable_params
 
 
-def build_gan(cfg: Config, n_classes: int) -> ConditionalGAN:
-    """The networks that ``cfg.model`` and ``cfg.data`` describe, for ``n_classes`` classes."""
+def build_gan(cfg: Config, n_classes: int, bank_classes: int = 0) -> ConditionalGAN:
+    """The networks that ``cfg.model`` and ``cfg.data`` describe, for ``n_classes`` classes
+    (with room for ``bank_classes`` kept pretrained ones)."""
     m, d = cfg.model, cfg.data
     return ConditionalGAN(
-        n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width, m.ss_granularity
-    )
+        n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width, m.ss_granularity,
+        bank_classes,
+    )  # fmt: skip
 
 
 def ema_decay(decay: float, step: int) -> float:
