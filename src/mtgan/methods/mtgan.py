@@ -42,12 +42,14 @@ ABLATIONS = {
     "mtgan-ss-d": ("meta.ss_sides=d",),
     "mtgan-reptile": ("meta.head_update=average", "meta.head_step=0.1"),
     "mtgan-rates": ("meta.learn_rates=true",),
+    "mtgan-t50": ("meta.inner_steps=50", "meta.outer_lr=1e-3", "meta.meta_batch=2"),
 }
 """Variants of ``mtgan``: its settings with these overrides (SS granularity, eq. 5 against
 eq. 6, second order, eq. 12's head averaging, no augmentation of D's inputs, G's scale and
 shift trained to match the query images' features instead of eq. 11's L_G, scale and shift
 of IC only or of FE only, eq. 12 as a Reptile step of 0.1 towards the adapted heads, Meta-SGD's
-learned learning rates for NM and CF)."""
+learned learning rates for NM and CF, inner loops of 50 steps (a 50-step adaptation budget)
+with a ten times larger outer learning rate and half the meta-batch)."""
 
 for _name, _overrides in ABLATIONS.items():
     register(
