@@ -403,3 +403,19 @@ def test_update_scales_multiply_the_step_of_the_named_parameters_only():
     update(params, [torch.ones(2), torch.ones(2)])
     torch.testing.assert_close(params["a"], torch.tensor([-0.2, -0.05]))
     torch.testing.assert_close(params["b"], torch.tensor([-0.1, -0.1]))
+
+
+def test_learned_rates_are_summarised_for_the_run_report():
+    from mtgan.nn.rates import HeadRates
+    from mtgan.runs.run_report import _rate_lines
+
+    rates = HeadRates(z_dim=2, nm_out=3, features=4)
+    with torch.no_grad():
+        rates.nm_class.copy_(torch.tensor([[0.0], [0.0], [3.0]]).log1p())  # 1, 1, 4
+    summary = rates.summary()
+    assert summary["nm_class"]["min"] == pytest.approx(1.0)
+    assert summary["nm_class"]["max"] == pytest.approx(4.0)
+    assert summary["nm_class"]["mean"] == pytest.approx(4 ** (1 / 3))
+    assert summary["cf_fake"] == {"mean": 1.0, "min": 1.0, "max": 1.0}
+    assert "| nm_class | 1.59 | 1 | 4 |" in _rate_lines(summary)
+    assert _rate_lines(None) == []

@@ -48,6 +48,13 @@ class HeadRates(nn.Module):
         """exp(r) shaped like the heads: what multiplies each learning rate."""
         return {k: v.detach().exp() for k, v in self.expanded(n_classes).items()}
 
+    def summary(self) -> dict[str, dict[str, float]]:
+        """The learned multipliers exp(r) of each part: geometric mean, least and most."""
+        return {
+            name: {k: getattr(r, k)().exp().item() for k in ("mean", "min", "max")}
+            for name, r in self.named_parameters()
+        }
+
     def gradient(self, head_grads: dict[str, torch.Tensor], n_classes: int):
         """The gradient with respect to this module's tensors (in ``named_parameters`` order)
         of a loss whose gradient with respect to the expanded log-multipliers is

@@ -56,6 +56,8 @@ def run_all(run: Run) -> dict[str, Any]:
     stage = score_pretrained(pretrained, run.data()["train"], run.cfg, run.device)
     run.timings["pretrained-scores"] = time.perf_counter() - start
     stages = {"pretrained": summarize(stage), "ss_movement": ss_movement(fitted.gan)}
+    if run.cfg.meta.learn_rates:
+        stages["learned_rates"] = fitted.gan.rates.summary()
     metrics = run_evaluate(run, fitted, run.root, stages)
     save_loss_plot(run.histories, run.path("losses.png"))
     atomic_write(run.path("report.md"), run_report(run, metrics))

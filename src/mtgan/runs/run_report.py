@@ -27,6 +27,7 @@ def run_report(run: Run, metrics: dict[str, Any]) -> str:
         "",
         *_stage_lines(metrics.get("pretrained")),
         *_movement_lines(metrics.get("ss_movement")),
+        *_rate_lines(metrics.get("learned_rates")),
         "| phase | seconds |",
         "| --- | --- |",
         *[f"| {k} | {v:.1f} |" for k, v in metrics["timings"].items()],
@@ -56,6 +57,21 @@ def _stage_lines(summary: dict[str, Any] | None) -> list[str]:
         f"any adaptation: FID {fid:.2f} times the real images' (support vs query), diversity "
         f"{diversity:.2f} times theirs, Mode Score {mean_ci_text(summary['mode_score'])} "
         f"(real {mean_ci_text(summary['real_mode_score'])}).",
+        "",
+    ]
+
+
+def _rate_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
+    """Meta-SGD's learned learning-rate multipliers of NM and CF, part by part."""
+    if not rates:
+        return []
+    return [
+        "Learned learning-rate multipliers of NM and CF (`meta.learn_rates`; 1 is `adapt.lr` "
+        "as it is):",
+        "",
+        "| part | geometric mean | least | most |",
+        "| --- | --- | --- | --- |",
+        *[f"| {n} | {r['mean']:.3g} | {r['min']:.3g} | {r['max']:.3g} |" for n, r in rates.items()],
         "",
     ]
 
