@@ -2,6 +2,7 @@
 the pretrained classes D recognises in their support images."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -109,3 +110,31 @@ def test_meta_training_with_nearest_starts_runs_and_learns_scale_and_shift(tiny_
         k for k in gan.state_dict() if "ss_" in k and not torch.equal(gan.state_dict()[k], start[k])
     ]
     assert moved
+
+
+def test_with_every_kept_class_excluded_new_classes_start_from_their_mean():
+    gan = _gan_favouring(2, [0.0, 50.0])
+    gan.reset_heads(2)
+    heads = {k: v.detach().clone() for k, v in gan.named_parameters()}
+    feats, labels = torch.zeros(2, gan.discriminator.fe.out_features), torch.tensor([0, 1])
+    gan.bank.start_near(heads, feats, labels, 4, exclude=torch.tensor([0, 1]))
+    assert torch.allclose(heads["generator.nm.weight"][:, 4:], torch.tensor(0.5))
+
+
+def test_a_checkpoint_saved_before_banks_and_rates_loads_and_keeps_no_bank(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    gan = _gan_favouring(3, [0.0, 50.0, 0.0])
+    gan.reset_heads(2)
+    path = tmp_path / "old.safetensors"
+    save_gan(gan, path)
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["mtgan"])
+    del meta["architecture"]["bank_classes"]
+    tensors = {k: v for k, v in load_file(path).items() if not k.startswith(("bank.", "rates."))}
+    save_file(tensors, path, metadata={"mtgan": json.dumps(meta)})
+    old, _ = load_gan(path)
+    assert len(old.bank) == 0
+    old.reset_heads(4)  # its 2-way heads are not pretrained classes: not kept
+    assert len(old.bank) == 0

@@ -107,8 +107,8 @@ class MetaConfig:
     ``head_update``: ``reset`` (default) returns NM and CF to their initial values after every
     outer step, so that only SS is meta-learned and adaptation starts from the heads derived from
     the pretrained ones; ``average`` sets them to the mean of the task-adapted ones (eq. 12),
-    which measurably hurt (see the README's results); ``head_step`` < 1 moves them only that
-    fraction of the way to the mean (Reptile's interpolation; 0 is ``reset``).
+    which measurably hurt (see the README's results); with ``average``, ``head_step`` < 1 moves
+    them only that fraction of the way to the mean (Reptile's interpolation; 0 is ``reset``).
     ``ss_sides``: whose scale and shift the outer step trains, ``both``, ``g`` (IC's) or ``d``
     (FE's). ``learn_rates`` also learns the inner loops' learning rates of NM and CF, one
     multiplier per element (Meta-SGD; steps of ``rate_lr`` on their logarithms), and phase (c)

@@ -16,7 +16,11 @@ from torch import nn
 
 class ClassBank(nn.Module):
     """NM's class columns (``nm``: out x C) and CF's class rows with their biases (``cf``:
-    C x (features + 1)) of C pretrained classes; C = 0 until :meth:`keep` fills it."""
+    C x (features + 1)) of C pretrained classes; C = 0 until :meth:`keep` fills it.
+    ``closed``: a model loaded from a checkpoint saved before banks existed keeps none (its
+    heads may be task heads rather than the pretrained ones)."""
+
+    closed: bool = False
 
     def __init__(self, nm_out: int, features: int, classes: int = 0):
         super().__init__()
@@ -49,6 +53,8 @@ class ClassBank(nn.Module):
         if exclude is not None:
             where = exclude.unsqueeze(-2).expand(*logits.shape[:-1], exclude.shape[-1])
             logits = logits.scatter(-1, where, float("-inf"))
+            if logits.isinf().all():  # every kept class excluded (as many as the ways)
+                logits = torch.zeros_like(logits)  # then all weigh alike: their mean
         onehot = nn.functional.one_hot(labels, n_classes).to(logits.dtype)
         counts = onehot.sum(-2).clamp_min(1).unsqueeze(-1)
         return (onehot.transpose(-1, -2) @ logits.softmax(-1)) / counts

@@ -120,7 +120,7 @@ class ConditionalGAN(nn.Module):
         if init not in HEAD_INITS:
             raise ValueError(f"unknown head init {init!r}; choose one of {HEAD_INITS}")
         g, d = self.generator, self.discriminator
-        if not len(self.bank):
+        if not len(self.bank) and not self.bank.closed:
             self.bank.keep(g.nm, d.cf, g.z_dim)
         nm = nn.Linear(g.z_dim + n_classes, g.nm_out_features)
         cf = nn.Linear(d.fe.out_features, n_classes + 1)
@@ -175,7 +175,10 @@ def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
         missing, unexpected = gan.load_state_dict(tensors, strict=False)
     except RuntimeError:  # a tensor of the wrong shape
         missing, unexpected = ["(tensor shapes differ)"], []
-    missing = [k for k in missing if not k.startswith("rates.")]  # older: no learned rates
+    older = [k for k in missing if k.startswith(("rates.", "bank."))]  # saved before them
+    missing = [k for k in missing if k not in older]
+    if any(k.startswith("bank.") for k in older):  # its heads may not be the pretrained ones
+        gan.bank.closed = True
     if missing or unexpected:
         raise MtganError(
             f"checkpoint {path} does not match its architecture: missing {missing[:3]}"

@@ -40,7 +40,9 @@ def adapt(
         meta_gan: the meta-learned model (not modified; a copy is adapted).
         support: uint8 images (n, C, H, W) of the new classes.
         labels: their slots 0..N-1. When N differs from the meta-learned NM/CF, new heads
-            start from the mean of the meta-learned class columns (see ``reset_heads``).
+            start from the mean of the meta-learned class columns (see ``reset_heads``);
+            with ``adapt.class_init=nearest`` every class starts from the pretrained classes
+            D recognises in its images instead.
         seed: seeds the noise.
         state_path: a state file written every ``adapt.checkpoint_every`` steps and resumed
             from when it exists (see :class:`mtgan.checkpoint.TrainingState`).

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtgan.config import Config
+from mtgan.config import Config, get
 from mtgan.data.base import to_model_range
 from mtgan.distributed import is_main
 from mtgan.errors import ConfigError
@@ -118,7 +118,7 @@ def state_identity(
     settings = cfg.to_dict()
     values = {}
     for section in sections:
-        part = settings[section]
+        part = settings[section] if "." not in section else get(cfg, section)
         flat = {f"{section}.{k}": v for k, v in part.items()} if isinstance(part, dict) else {}
         values |= flat or {section: part}
     values = {k: v for k, v in values.items() if not k.endswith(RESUMABLE_CHANGES)}

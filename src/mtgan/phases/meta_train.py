@@ -24,6 +24,8 @@ from mtgan.phases.pretrain import build_gan
 from mtgan.phases.step import GanStep, Params, Update, features, gan_losses, generate
 
 LOSSES = ("query_loss_d", "query_loss_g")
+META_SECTIONS = ("seed", "data", "model", "task", "meta", "adapt.augment", "adapt.class_init")
+"""The settings that shape meta-training (a state file resumes only under the same ones)."""
 
 
 def meta_train(
@@ -79,7 +81,7 @@ def meta_train(
 
     history = run_phase(
         "meta-train", gan, m.steps, step, cfg, device,
-        identity=state_identity(cfg, ("seed", "data", "model", "task", "meta"), gan),
+        identity=state_identity(cfg, META_SECTIONS, gan),
         updates=outer, rngs={"rng": rng, "tasks": sampler.rng},
         checkpoint_every=m.checkpoint_every, state_path=state_path, progress=progress,
         extra=None if selection is None else selection.tensors(),
@@ -101,7 +103,8 @@ def validation_curve(history: list[dict[str, float]], every: int) -> list[tuple[
 
 
 class Selection:
-    """Model selection during meta-training: the meta-model (scale and shift, NM and CF) scored
+    """Model selection during meta-training: the meta-model (scale and shift, NM and CF, the
+    learned rates) scored
     by ``validate`` now and after every ``every`` outer steps; the best one is kept.
 
     Its tensors ride in the phase's state file, so a resumed phase selects as an uninterrupted
@@ -226,7 +229,8 @@ def meta_step(
 
     The tasks' inner loops run ``speed.tasks_at_once`` at a time as one batched computation
     (:func:`task_meta_gradient`). Under torchrun every process takes a share of the tasks and
-    the sums of SS gradients (eq. 11), adapted heads (eq. 12) and query losses are all-reduced,
+    the sums of SS (and learned rates') gradients (eq. 11), adapted heads (eq. 12) and query
+    losses are all-reduced,
     so that every process takes the step that one process would.
     """
     batch = stack_tasks(tasks, cfg.meta.inner_steps, gan.generator.z_dim, rng, device, classes)
@@ -251,8 +255,9 @@ def meta_step(
 
 class TaskGradient(NamedTuple):
     """What eq. 10 and eq. 11 give for one task or a batch of tasks: the adapted NM and CF
-    (stacked by task), the gradients by side (``g``: IC's SS, ``d``: FE's SS, and with
-    ``meta.learn_rates`` ``rates``: the learned rates' log-multipliers) and the query losses
+    (stacked by task), the gradients by side (``g``: IC's SS, ``d``: FE's SS, those of
+    ``meta.ss_sides`` only, and with ``meta.learn_rates`` ``rates``: the learned rates'
+    log-multipliers) and the query losses
     ``(L_D, L_G)``, the last two summed over the tasks."""
 
     heads: Params
@@ -329,13 +334,17 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
             batch.query_labels,
             cfg.task.n_way,
         )
-    grads, moved = {}, {}
+    grads, moved, sides = {}, {}, meta_sides(cfg)
     for side, loss, head in (("g", loss_g, "nm"), ("d", loss_d, "cf")):
-        ss, own = gan.names(f"ss_{side}"), gan.names(head) if m.learn_rates else []
+        ss = gan.names(f"ss_{side}") if side in sides else []
+        own = gan.names(head) if m.learn_rates else []
+        if not ss + own:
+            continue
         found = torch.autograd.grad(
             loss.sum(), [base[n] for n in ss] + [params[n] for n in own], retain_graph=side == "g"
         )
-        grads[side] = found[: len(ss)]
+        if side in sides:
+            grads[side] = found[: len(ss)]
         # Meta-SGD, first order: d theta_T / d log(rate) = theta_T - theta_0, element-wise.
         after = zip(own, found[len(ss) :], strict=True)
         moved |= {n: g * (params[n].detach() - start[n]) for n, g in after}

@@ -30,7 +30,7 @@ from mtgan.files import atomic_write
 from mtgan.nn.gan import ARCHITECTURE_KEYS, ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt, sample
 from mtgan.phases.evaluate import validation_fid
-from mtgan.phases.meta_train import meta_train, validation_curve, with_granularity
+from mtgan.phases.meta_train import META_SECTIONS, meta_train, validation_curve, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import image_grid, save_curve, save_png
 from mtgan.runs.folder import MODEL_FILE, Run, record
@@ -40,7 +40,7 @@ LR_SCALE_FILE = "lr_scale.json"
 MAX_NAN_RESTARTS = 3
 PHASE_SECTIONS = {
     "pretrain": ("seed", "data", "model", "pretrain"),
-    "meta-train": ("seed", "data", "model", "task", "meta", "adapt.augment"),
+    "meta-train": META_SECTIONS,
 }
 """The settings that make a phase's model: a method that asks for other ones cannot use the
 run folder's model."""
