@@ -398,3 +398,30 @@ def test_steps_table_compares_every_method_with_frozen_at_the_same_and_at_most_s
     assert "| mtgan | 300 | 1 ± 0 | 0.25 ± 0 | 1 ± 0 | 0.25 ± 0 |" in lines
     assert not any(line.startswith("| frozen |") for line in lines)
     assert _against_baseline({k: methods[k] for k in ("mtgan", "frozen")}, ["50"], "frozen") == []
+
+
+def test_reuse_pretraining_takes_the_cached_gan_and_gives_the_same_results(tmp_path, monkeypatch):
+    import mtgan.runs.benchmark as benchmark
+    from mtgan.files import cache_dir
+
+    argv = ["benchmark", "--quick", "--no-progress", "--methods", "frozen", "--tasks", "2"]
+    argv += [f"--set={s}" for s in TINY[:4]] + ["--adapt-steps", "2", "--reuse-pretraining"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*argv, "--out", str(first)]) == 0
+    assert len(list((cache_dir() / "pretrained").glob("*.safetensors"))) == 1
+
+    calls, real = [], benchmark.pretrain
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "pretrain", counted)
+    assert main([*argv, "--out", str(second)]) == 0
+    scores = [
+        json.loads(p.with_suffix(".json").read_text())["methods"]["frozen"]["2"]["tasks"]
+        for p in (first, second)
+    ]
+    assert [t["fid"] for t in scores[0]] == [t["fid"] for t in scores[1]] and not calls
+    assert main([*argv, "--set", "pretrain.lr=1e-3", "--out", str(tmp_path / "third")]) == 0
+    assert calls == [1]  # another setting: pretrained afresh

@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         "settings on (data.validation_classes holds training classes out where a dataset has none)",
     )
     p.add_argument(
+        "--reuse-pretraining",
+        action="store_true",
+        help="take the pretrained GAN from the cache folder when an earlier benchmark made it "
+        "with the same data and settings (else pretrain and keep it there)",
+    )
+    p.add_argument(
         "--out", help="results path stem (default results/<config name>): writes .json, .csv, .md"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -460,10 +466,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     command = "mtgan " + shlex.join(args.argv)
     if steps is not None:
-        run_steps_benchmark(run, methods, steps, out, command, show, args.split)
+        reuse = args.reuse_pretraining
+        run_steps_benchmark(run, methods, steps, out, command, show, args.split, reuse)
         print(f"results: {out.with_suffix('.md')} (.json, .png)")
         return 0
-    run_benchmark(run, methods, out, command, args.budget, show, args.split)
+    run_benchmark(run, methods, out, command, args.budget, show, args.split, args.reuse_pretraining)
     print(f"results: {out.with_suffix('.md')} (.json, .csv, _scores.png, _samples.png)")
     return 0
 

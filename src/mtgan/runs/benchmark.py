@@ -11,6 +11,7 @@ meta-training) and ``frozen`` (pretraining only) get backbones of different leng
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -24,15 +25,16 @@ from mtgan.data import ClassDataset
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import Task
 from mtgan.errors import MtganError
+from mtgan.files import cache_dir
 from mtgan.methods import METHODS, Fitted
 from mtgan.methods.figr import build_figr, figr_meta_train
-from mtgan.nn.gan import ConditionalGAN
+from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt
 from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
 from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows, side_by_side
-from mtgan.runs.drivers import meta_validator
+from mtgan.runs.drivers import PHASE_SECTIONS, meta_validator
 from mtgan.runs.folder import Run, git_commit, seeded_test_tasks
 from mtgan.runs.results import machine, write_results, write_steps_results
 
@@ -48,8 +50,9 @@ class Benchmark:
     """The methods' training place (:class:`mtgan.methods.Context`) for a benchmark: one
     pretraining per length shared by every method, phases timed, steps fitted to a budget."""
 
-    def __init__(self, run: Run, budget: float | None = None):
+    def __init__(self, run: Run, budget: float | None = None, reuse: bool = False):
         self.run, self.cfg, self.device, self.budget = run, run.cfg, run.device, budget
+        self.reuse = reuse
         self.progress = run.progress
         self._backbones: dict[int, tuple[ConditionalGAN, float]] = {}
         self._step_seconds: dict[tuple[str, str], float] = {}
@@ -62,12 +65,34 @@ class Benchmark:
         steps = cfg.pretrain.steps
         if steps not in self._backbones:  # the benchmark's own settings, whichever method asks
             cfg = with_overrides(self.cfg, [f"pretrain.steps={steps}"])
-            torch.manual_seed(cfg.seed)
-            gan = build_gan(cfg, len(self.training_set().classes))
-            start = time.perf_counter()
-            pretrain(gan, self.training_set(), cfg, self.device, self.progress)
-            self._backbones[steps] = (gan, time.perf_counter() - start)
+            self._backbones[steps] = self._reused(cfg) if self.reuse else self._pretrain(cfg)
         return self._backbones[steps]
+
+    def _pretrain(self, cfg: Config) -> tuple[ConditionalGAN, float]:
+        torch.manual_seed(cfg.seed)
+        gan = build_gan(cfg, len(self.training_set().classes))
+        start = time.perf_counter()
+        pretrain(gan, self.training_set(), cfg, self.device, self.progress)
+        return gan, time.perf_counter() - start
+
+    def _reused(self, cfg: Config) -> tuple[ConditionalGAN, float]:
+        """``--reuse-pretraining``: the GAN an earlier benchmark pretrained on the same images
+        with the same settings, kept in the cache folder (pretrained and kept if none), and
+        the seconds its pretraining took."""
+        images, labels = self.training_set().stacked()
+        settings = {k: v for k, v in cfg.to_dict().items() if k in PHASE_SECTIONS["pretrain"]}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        for t in (images, labels):
+            digest.update(t.numpy().tobytes())
+        key = digest.hexdigest()[:24]
+        path = cache_dir() / "pretrained" / f"{key}.safetensors"
+        if path.is_file():
+            gan, meta = load_gan(path)
+            return gan.to(self.device).eval(), meta["pretrain_s"]
+        gan, seconds = self._pretrain(cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_gan(gan, path, pretrain_s=seconds)
+        return gan, seconds
 
     def meta_trained(self, cfg: Config) -> tuple[ConditionalGAN, dict[str, float]]:
         pretrained, pretrain_s = self.pretrained(cfg)
@@ -196,18 +221,20 @@ def run_benchmark(
     budget: float | None = None,
     on_method: Callable[[str, dict[str, Any]], None] | None = None,
     split: str = "test",
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Train and score ``methods``; write ``<name>.json``, ``.csv``, ``.md`` and two PNGs.
 
     ``out`` is a path stem such as ``results/omniglot-5w10s``. The files are rewritten after
     every method, so a long benchmark keeps what it has measured; ``on_method(name, result)``
     hears of each. ``split="validation"`` scores tasks of the validation classes instead of the
-    test classes (to choose settings on). Returns the JSON's content.
+    test classes (to choose settings on); ``reuse`` takes the pretraining from the cache when
+    an earlier benchmark made it (:meth:`Benchmark._reused`). Returns the JSON's content.
     """
     if budget is not None and not 0 < budget < float("inf"):
         raise MtganError(f"--budget must be a positive number of seconds, got {budget}")
     start = time.perf_counter()
-    bench = Benchmark(run, budget)
+    bench = Benchmark(run, budget, reuse)
     tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
     report["budget_s"] = budget
     colour = run.cfg.data.channels == 3  # colour PNGs compress poorly: smaller grids
@@ -235,6 +262,7 @@ def run_steps_benchmark(
     command: str,
     on_budget: Callable[[str, dict[str, Any], int], None] | None = None,
     split: str = "test",
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Quality against the adaptation budget: every method trained once, then adapted to the
     same seeded tasks with each number of ``steps`` and scored. Writes ``<out>.json``
@@ -244,7 +272,7 @@ def run_steps_benchmark(
     if not steps or min(steps) < 1:
         raise MtganError(f"--adapt-steps must list numbers of at least 1, got {steps}")
     start = time.perf_counter()
-    bench = Benchmark(run)
+    bench = Benchmark(run, reuse=reuse)
     tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
     report |= {"default_steps": run.cfg.adapt.steps, "steps": sorted(steps)}
     for name in methods:
