@@ -30,6 +30,7 @@ from mtgan.methods import METHODS, Fitted
 from mtgan.methods.figr import build_figr, figr_meta_train
 from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt
+from mtgan.phases.common import place
 from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
 from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
@@ -87,8 +88,8 @@ class Benchmark:
         key = digest.hexdigest()[:24]
         path = cache_dir() / "pretrained" / f"{key}.safetensors"
         if path.is_file():
-            gan, meta = load_gan(path)
-            return gan.to(self.device).eval(), meta["pretrain_s"]
+            gan, meta = load_gan(path)  # laid out as pretraining leaves it: the same rounding
+            return place(gan, self.device, cfg.speed.channels_last).eval(), meta["pretrain_s"]
         gan, seconds = self._pretrain(cfg)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_gan(gan, path, pretrain_s=seconds)
