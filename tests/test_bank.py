@@ -138,3 +138,14 @@ def test_a_checkpoint_saved_before_banks_and_rates_loads_and_keeps_no_bank(tmp_p
     assert len(old.bank) == 0
     old.reset_heads(4)  # its 2-way heads are not pretrained classes: not kept
     assert len(old.bank) == 0
+
+
+def test_meta_training_with_nearest_and_no_kept_heads_is_refused(tiny_cfg, toy_dataset):
+    """A model loaded from an old checkpoint keeps no pretrained heads: the inner loops may not
+    start its classes from nothing (zeros)."""
+    gan = build_gan(tiny_cfg, len(toy_dataset.classes))
+    gan.bank.closed = True
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.adapt.class_init = "nearest"
+    with pytest.raises(MtganError, match="adapt.class_init=heads"):
+        meta_train(gan, toy_dataset, cfg, CPU)

@@ -419,3 +419,16 @@ def test_learned_rates_are_summarised_for_the_run_report():
     assert summary["cf_fake"] == {"mean": 1.0, "min": 1.0, "max": 1.0}
     assert "| nm_class | 1.59 | 1 | 4 |" in _rate_lines(summary)
     assert _rate_lines(None) == []
+
+
+def test_only_learned_rates_multiply_a_step():
+    from mtgan.nn.rates import HeadRates
+
+    rates = HeadRates(z_dim=2, nm_out=3, features=4)
+    assert rates.multipliers(5) == {}
+    with torch.no_grad():
+        rates.cf_fake.fill_(1.0)
+    multipliers = rates.multipliers(5)
+    assert list(multipliers) == ["discriminator.cf.weight"]
+    assert torch.allclose(multipliers["discriminator.cf.weight"][-1], torch.tensor(torch.e))
+    assert torch.equal(multipliers["discriminator.cf.weight"][:-1], torch.ones(5, 4))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtgan.errors import MtganError
+
 
 class ClassBank(nn.Module):
     """NM's class columns (``nm``: out x C) and CF's class rows with their biases (``cf``:
@@ -70,7 +72,14 @@ class ClassBank(nn.Module):
     ) -> None:
         """Set the class columns of NM and class rows of CF in ``heads`` (tensors by parameter
         name, optionally stacked by task) in place to the kept classes' weighted by
-        :meth:`class_weights` of the support images' FE ``features``."""
+        :meth:`class_weights` of the support images' FE ``features``. Refused when no
+        pretrained classes were kept (the starts would be zeros)."""
+        if not len(self):
+            raise MtganError(
+                "adapt.class_init=nearest needs the pretrained class heads, and this model kept "
+                "none (it was saved by an older mtgan, or its heads were never replaced); use "
+                "adapt.class_init=heads"
+            )
         nm = heads["generator.nm.weight"]
         cf_w, cf_b = heads["discriminator.cf.weight"], heads["discriminator.cf.bias"]
         weights = self.class_weights(features, labels, cf_w.shape[-2] - 1, exclude)

@@ -45,8 +45,9 @@ class HeadRates(nn.Module):
         }
 
     def multipliers(self, n_classes: int) -> dict[str, torch.Tensor]:
-        """exp(r) shaped like the heads: what multiplies each learning rate."""
-        return {k: v.detach().exp() for k, v in self.expanded(n_classes).items()}
+        """exp(r) shaped like the heads: what multiplies each learning rate; parameters whose
+        multipliers are all 1 (nothing learned) are left out, so their steps cost nothing."""
+        return {k: v.detach().exp() for k, v in self.expanded(n_classes).items() if v.any()}
 
     def summary(self) -> dict[str, dict[str, float]]:
         """The learned multipliers exp(r) of each part: geometric mean, least and most."""

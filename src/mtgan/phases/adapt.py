@@ -10,7 +10,6 @@ import torch
 
 from mtgan.augment import Augment, parse_policies
 from mtgan.config import Config
-from mtgan.errors import MtganError
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.common import autocast, noise, state_identity, to_device
@@ -94,12 +93,6 @@ def adapt(
 def start_near(gan: ConditionalGAN, real: torch.Tensor, labels: torch.Tensor) -> None:
     """``adapt.class_init=nearest``: every class slot's NM column and CF row start from the
     pretrained classes that D recognises in its support images (:mod:`mtgan.nn.bank`)."""
-    if not len(gan.bank):
-        raise MtganError(
-            "adapt.class_init=nearest needs the pretrained class heads, and this model kept "
-            "none (it was saved by an older mtgan, or its heads were never replaced); use "
-            "adapt.class_init=heads"
-        )
     heads = dict(gan.named_parameters())
     gan.bank.start_near(heads, gan.discriminator.fe(real), labels, gan.generator.z_dim)
 
