@@ -28,6 +28,10 @@ def test_overrides_win_over_the_file_and_quick(tmp_path):
         ("task.k_shot=-2", "task.k_shot must be greater than 0"),
         ("pretrain.lr=-0.1", "pretrain.lr must be greater than 0"),
         ("model.ss_granularity=pixel", "model.ss_granularity must be one of"),
+        ("model.upsample=bilinear", "model.upsample must be one of"),
+        ("pretrain.r1=-1", "pretrain.r1 must be 0 or more"),
+        ("pretrain.mode_seeking=-1", "pretrain.mode_seeking must be 0 or more"),
+        ("pretrain.mode_seeking=1 pretrain.batch_size=7", "batch_size must be even"),
         ("task.n_way=five", "task.n_way must be int"),
         ("meta.second_order=1", "must be true or false"),
         ("data.split_fractions=[0.5,0.5]", "split_fractions"),
@@ -36,7 +40,7 @@ def test_overrides_win_over_the_file_and_quick(tmp_path):
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(overrides=[override])
+        load_config(overrides=override.split(" "))
 
 
 def test_unknown_key_lists_valid_keys():

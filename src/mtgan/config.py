@@ -31,6 +31,7 @@ from mtgan.choices import (
     OuterGenerator,
     Precision,
     SsSides,
+    Upsampling,
     allowed,
     parse_policies,
 )
@@ -66,12 +67,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network widths, scale-and-shift granularity, NM/CF initialisation, generator loss."""
+    """Network widths, scale-and-shift granularity, IC's upsampling, NM/CF initialisation,
+    generator loss."""
 
     z_dim: int = 64
     g_width: int = 32
     d_width: int = 32
     ss_granularity: Granularity = "channel"
+    upsample: Upsampling = "transposed"
     head_init: HeadInit = "pretrained"
     objective: GeneratorLoss = "eq6"
 
@@ -89,13 +92,18 @@ class TaskConfig:
 class PretrainConfig:
     """Phase (a): the conditional GAN on all training classes; a state file every
     ``checkpoint_every`` steps (0: none) to resume from. ``ema`` > 0 keeps an exponential
-    moving average of G's weights with that decay per step and makes it the pretrained G."""
+    moving average of G's weights with that decay per step and makes it the pretrained G.
+    ``r1`` > 0 adds the R1 penalty on real images to D's loss with weight ``r1 / 2``;
+    ``mode_seeking`` > 0 adds MSGAN's term to G's loss with that weight (each batch then holds
+    pairs of images of one class)."""
 
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     ema: float = 0.0
+    r1: float = 0.0
+    mode_seeking: float = 0.0
     bn_calibration_batches: int = 20
     checkpoint_every: int = 100
 
@@ -458,6 +466,8 @@ NON_NEGATIVE = (
     "meta.validate_every",
     "meta.steps",
     "pretrain.bn_calibration_batches",
+    "pretrain.r1",
+    "pretrain.mode_seeking",
     "pretrain.checkpoint_every",
     "meta.checkpoint_every",
     "adapt.checkpoint_every",
@@ -505,6 +515,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"meta.head_step must be in [0, 1], got {cfg.meta.head_step}")
     if not 0 <= cfg.pretrain.ema < 1:
         raise ConfigError(f"pretrain.ema must be in [0, 1), got {cfg.pretrain.ema}")
+    if cfg.pretrain.mode_seeking and cfg.pretrain.batch_size % 2:
+        raise ConfigError(
+            f"pretrain.batch_size must be even with pretrain.mode_seeking (pairs of one class), "
+            f"got {cfg.pretrain.batch_size}"
+        )
     if not cfg.fewshot.generated or min(cfg.fewshot.generated) < 1:
         raise ConfigError(
             f"fewshot.generated must list numbers of at least 1, got {cfg.fewshot.generated}"

@@ -61,7 +61,8 @@ class Objective(Protocol):
 
 @dataclass(frozen=True)
 class ClassifierObjective:
-    """The paper's objective: D by eq. 4, G by eq. 6 (``generator="eq6"``) or eq. 5.
+    """The paper's objective: D by eq. 4, G by eq. 6 (``generator="eq6"``) or eq. 5; with
+    ``r1`` > 0, D's loss adds the R1 penalty with that weight (:func:`r1_penalty`).
 
     Example:
         >>> logits = torch.tensor([[4.0, 0.0, 0.0]])  # class 0 of N = 2, or fake
@@ -71,6 +72,7 @@ class ClassifierObjective:
     """
 
     generator: GeneratorLoss = "eq6"
+    r1: float = 0.0
 
     def __post_init__(self):
         if self.generator not in allowed(GeneratorLoss):
@@ -80,7 +82,12 @@ class ClassifierObjective:
             )
 
     def discriminator_loss(self, d, real, fake, real_logits, fake_logits, labels):
-        return discriminator_loss(real_logits, labels, fake_logits)
+        loss = discriminator_loss(real_logits, labels, fake_logits)
+        if self.r1 == 0:
+            return loss
+        if real is None:
+            raise ValueError("the R1 penalty needs the real images, not only their features")
+        return loss + self.r1 / 2 * r1_penalty(lambda x: critic(d(x)), real)
 
     def generator_loss(self, fake_logits, labels):
         return generator_loss(fake_logits, labels, self.generator)
@@ -156,6 +163,36 @@ def class_feature_matching(
 
     gap = class_means(fake_features, fake_labels) - class_means(real_features, real_labels)
     return gap.pow(2).sum((-1, -2))
+
+
+def r1_penalty(realness_of: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor):
+    """R1 (Mescheder et al. 2018): E ||grad_x realness(x)||^2 over the real images, where
+    D's realness is its log-odds of real against fake (:func:`critic`); weighted by gamma / 2
+    in D's loss. The graph is kept so that the penalty trains D.
+
+    Example:
+        >>> real = torch.ones(2, 3)
+        >>> r1_penalty(lambda x: (2 * x).sum(-1), real)  # the gradient is 2 everywhere
+        tensor(12.)
+    """
+    x = real.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(realness_of(x).sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def mode_seeking(images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019, eq. 3 as their code computes it) for G to
+    minimise: ``1 / (mean |G(z1, y) - G(z2, y)| / mean |z1 - z2| + eps)``, over the pairs of
+    images 2i and 2i + 1, which must be of the same class. It grows when two noises of one class
+    give images closer than the noises are: it counters drawing every sample of a class alike.
+
+    Example:
+        >>> z = torch.tensor([[0.0], [1.0]])
+        >>> round(mode_seeking(torch.tensor([[0.0], [0.5]]), z).item(), 3)  # 1 / 0.5
+        2.0
+    """
+    gap = (images[0::2] - images[1::2]).abs().mean()
+    return 1 / (gap / (z[0::2] - z[1::2]).abs().mean() + eps)
 
 
 def critic(logits: torch.Tensor) -> torch.Tensor:

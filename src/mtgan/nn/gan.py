@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mtgan.checkpoint import read_checkpoint, save_tensors
-from mtgan.choices import Granularity, HeadInit, allowed
+from mtgan.choices import Granularity, HeadInit, Upsampling, allowed
 from mtgan.errors import MtganError
 from mtgan.nn.bank import ClassBank
 from mtgan.nn.discriminator import Discriminator
@@ -25,7 +25,9 @@ from mtgan.nn.ss import is_ss_parameter
 
 HEAD_INITS = allowed(HeadInit)
 ARCHITECTURE_KEYS = ("image_size", "channels", "z_dim", "g_width", "d_width", "ss_granularity")
-"""The constructor's arguments (besides the class count) that a checkpoint records."""
+"""The constructor's arguments (besides the class count) that every checkpoint records."""
+ARCHITECTURE_DEFAULTS = {"upsample": "transposed"}
+"""Later arguments, with the value that checkpoints saved before them were built with."""
 
 
 class ConditionalGAN(nn.Module):
@@ -48,6 +50,7 @@ class ConditionalGAN(nn.Module):
         d_width: int = 32,
         ss_granularity: Granularity = "channel",
         bank_classes: int = 0,
+        upsample: Upsampling = "transposed",
     ):
         super().__init__()
         self.config = {
@@ -57,8 +60,11 @@ class ConditionalGAN(nn.Module):
             "g_width": g_width,
             "d_width": d_width,
             "ss_granularity": ss_granularity,
+            "upsample": upsample,
         }
-        self.generator = Generator(n_classes, image_size, channels, z_dim, g_width, ss_granularity)
+        self.generator = Generator(
+            n_classes, image_size, channels, z_dim, g_width, ss_granularity, upsample
+        )
         self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
         nm_out, features = self.generator.nm_out_features, self.discriminator.fe.out_features
         self.rates = HeadRates(z_dim, nm_out, features)
@@ -166,8 +172,9 @@ def load_gan(path: str | os.PathLike) -> tuple[ConditionalGAN, dict[str, Any]]:
     try:
         arch = meta["architecture"]
         kept = arch.get("bank_classes", 0)  # older checkpoints kept no pretrained classes
+        later = {k: arch.get(k, v) for k, v in ARCHITECTURE_DEFAULTS.items()}
         gan = ConditionalGAN(
-            arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS}, bank_classes=kept
+            arch["n_classes"], **{k: arch[k] for k in ARCHITECTURE_KEYS}, bank_classes=kept, **later
         )
     except (KeyError, TypeError, ValueError, RuntimeError):
         raise MtganError(f"{path} is not a GAN checkpoint (no usable architecture)") from None

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtgan.choices import Granularity
-from mtgan.nn.ss import SSConvTranspose2d
+from mtgan.choices import Granularity, Upsampling, allowed
+from mtgan.nn.ss import SSConv2d, SSConvTranspose2d
+
+UPSAMPLINGS = allowed(Upsampling)
 
 
 def upsampling_plan(image_size: int, max_start: int = 7) -> list[int]:
@@ -33,20 +35,36 @@ def upsampling_plan(image_size: int, max_start: int = 7) -> list[int]:
     return sizes[::-1]
 
 
-def _upsample(c_in: int, c_out: int, size_in: int, size_out: int) -> nn.ConvTranspose2d:
-    """A stride-2 transposed conv from size_in to size_out (= 2 size_in or 2 size_in - 1)."""
-    kernel = 4 if size_out == 2 * size_in else 3
-    return nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=1)
+def _upsample(
+    c_in: int, c_out: int, size_in: int, size_out: int, granularity: Granularity, how: Upsampling
+) -> list[tuple[str, nn.Module]]:
+    """From size_in to size_out (= 2 size_in or 2 size_in - 1): a stride-2 transposed conv,
+    or a nearest-neighbour resize then a 3x3 conv; the conv with scale and shift."""
+    if how == "transposed":
+        kernel = 4 if size_out == 2 * size_in else 3
+        conv = nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=1)
+        return [("conv", SSConvTranspose2d(conv, granularity))]
+    if how == "resize":
+        conv = nn.Conv2d(c_in, c_out, 3, stride=1, padding=1)
+        return [("resize", nn.Upsample(size=size_out)), ("conv", SSConv2d(conv, granularity))]
+    raise ValueError(f"unknown upsampling {how!r}; choose one of {UPSAMPLINGS}")
 
 
 class ImageConstructor(nn.Module):
-    """IC: BatchNorm-ReLU-transposed-conv blocks from a (c0, s0, s0) map to a tanh image.
+    """IC: BatchNorm-ReLU-upsampling blocks from a (c0, s0, s0) map to a tanh image.
 
     After pretraining the BatchNorm layers run on their recorded statistics (eval mode), so
     that IC is a fixed function of its input and only scale and shift re-purpose it.
     """
 
-    def __init__(self, image_size: int, channels: int, width: int, ss_granularity: Granularity):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        width: int,
+        ss_granularity: Granularity,
+        upsample: Upsampling = "transposed",
+    ):
         super().__init__()
         sizes = upsampling_plan(image_size)
         widths = [width * 2 ** (len(sizes) - 2 - i) for i in range(len(sizes) - 1)] + [channels]
@@ -56,8 +74,11 @@ class ImageConstructor(nn.Module):
         for i in range(len(sizes) - 1):
             layers[f"bn{i}"] = nn.BatchNorm2d(widths[i])
             layers[f"relu{i}"] = nn.ReLU()
-            conv = _upsample(widths[i], widths[i + 1], sizes[i], sizes[i + 1])
-            layers[f"conv{i + 1}"] = SSConvTranspose2d(conv, ss_granularity)
+            up = _upsample(
+                widths[i], widths[i + 1], sizes[i], sizes[i + 1], ss_granularity, upsample
+            )
+            for kind, layer in up:
+                layers[f"{kind}{i + 1}"] = layer
         self.layers = nn.Sequential(layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -74,6 +95,7 @@ class Generator(nn.Module):
         z_dim: the noise dimension.
         width: the channels of IC's last hidden layer (doubled towards the input).
         ss_granularity: ``layer``, ``channel`` or ``kernel`` (see :mod:`mtgan.nn.ss`).
+        upsample: IC's upsampling, ``transposed`` or ``resize``.
     """
 
     def __init__(
@@ -84,10 +106,11 @@ class Generator(nn.Module):
         z_dim: int = 64,
         width: int = 32,
         ss_granularity: Granularity = "channel",
+        upsample: Upsampling = "transposed",
     ):
         super().__init__()
         self.z_dim, self.n_classes = z_dim, n_classes
-        self.ic = ImageConstructor(image_size, channels, width, ss_granularity)
+        self.ic = ImageConstructor(image_size, channels, width, ss_granularity, upsample)
         self.nm = nn.Linear(z_dim + n_classes, self.nm_out_features)
 
     @property

@@ -9,6 +9,7 @@ import torch
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.distributed import mean_over_processes, shard
+from mtgan.errors import ConfigError
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.nn.generator import calibrate_batchnorm
@@ -23,7 +24,7 @@ def build_gan(cfg: Config, n_classes: int, bank_classes: int = 0) -> Conditional
     m, d = cfg.model, cfg.data
     return ConditionalGAN(
         n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width, m.ss_granularity,
-        bank_classes,
+        bank_classes, m.upsample,
     )  # fmt: skip
 
 
@@ -46,6 +47,30 @@ def _moving_average(gan: ConditionalGAN, decay: float) -> dict[str, torch.Tensor
     return {name: params[name].detach().clone() for name in gan.names("g")}
 
 
+def same_class_pairs(labels: torch.Tensor):
+    """A batch sampler for mode seeking: ``draw(n, rng)`` gives n image indices where 2i is
+    uniform over all images and 2i + 1 is uniform over the images of the same class.
+
+    Example:
+        >>> draw = same_class_pairs(torch.tensor([0, 1, 1, 0, 2]))
+        >>> idx = draw(6, torch.Generator().manual_seed(0))
+        >>> labels = torch.tensor([0, 1, 1, 0, 2])[idx]
+        >>> bool((labels[0::2] == labels[1::2]).all())
+        True
+    """
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+
+    def draw(n: int, rng: torch.Generator) -> torch.Tensor:
+        first = torch.randint(len(labels), (n // 2,), generator=rng)
+        y = labels[first]
+        offset = (torch.rand(n // 2, generator=rng) * counts[y]).long().clamp_max(counts[y] - 1)
+        return torch.stack([first, order[starts[y] + offset]], 1).flatten()
+
+    return draw
+
+
 def pretrain(
     gan: ConditionalGAN,
     dataset: ClassDataset,
@@ -57,6 +82,9 @@ def pretrain(
     """Phase (a): G (NM + IC) and D (FE + CF) trained on every class of ``dataset``.
 
     Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. With
+    ``pretrain.r1`` > 0, D's loss adds the R1 penalty (:func:`mtgan.losses.r1_penalty`); with
+    ``pretrain.mode_seeking`` > 0, G's adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) over
+    pairs of images of one class (:func:`same_class_pairs`). With
     ``pretrain.ema`` > 0, G's weights end as their exponential moving average over the steps
     (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``, Karras et al. 2018, with the warm-up of
     :func:`ema_decay`). Ends by recording IC's
@@ -77,14 +105,21 @@ def pretrain(
     betas = (p.betas[0], p.betas[1])
     update_d = Update(gan.names("d"), p.lr, "adam", betas, data_parallel=True)
     update_g = Update(gan.names("g"), p.lr, "adam", betas, data_parallel=True)
-    gan_step = GanStep(gan, update_d, update_g, ClassifierObjective(cfg.model.objective))
+    objective = ClassifierObjective(cfg.model.objective, p.r1)
+    gan_step = GanStep(gan, update_d, update_g, objective, mode_seeking=p.mode_seeking)
     mine = shard(p.batch_size, "pretrain.batch_size", even=True)
+    if p.mode_seeking and (mine.stop - mine.start) % 2:
+        raise ConfigError("pretrain.mode_seeking needs an even share of each batch per process")
+    draw = same_class_pairs(labels) if p.mode_seeking else None
     place(gan, device, cfg.speed.channels_last)
     average = _moving_average(gan, p.ema)
 
     def step() -> dict[str, float]:
         nonlocal params
-        idx = torch.randint(len(images), (p.batch_size,), generator=rng)[mine]
+        if draw is None:
+            idx = torch.randint(len(images), (p.batch_size,), generator=rng)[mine]
+        else:
+            idx = draw(p.batch_size, rng)[mine]
         z = noise(p.batch_size, gan.generator.z_dim, rng, device)[mine]
         real = to_device(images[idx], device)
         with autocast(cfg, device):

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from mtgan.choices import OptimizerKind, allowed
 from mtgan.distributed import all_reduce_sum, world_size
-from mtgan.losses import ClassifierObjective, Objective
+from mtgan.losses import ClassifierObjective, Objective, mode_seeking
 from mtgan.nn.gan import ConditionalGAN
 
 Params = dict[str, torch.Tensor]
@@ -179,6 +179,8 @@ class GanStep:
             :class:`mtgan.losses.WassersteinGP` for FIGR).
         augment: a differentiable transformation (:class:`mtgan.augment.Augment`) applied
             afresh to the real and to the generated images before D sees them (DiffAugment).
+        mode_seeking: the weight of MSGAN's term in G's loss (:func:`mtgan.losses.mode_seeking`;
+            images 2i and 2i + 1 of a batch must then share a class; one task at a time).
 
     When D's update leaves FE alone and nothing augments D's inputs (adaptation, the inner
     loops of meta-training without augmentation), FE(real) is the same at every step: the step
@@ -204,8 +206,10 @@ class GanStep:
         update_g: Update,
         objective: Objective | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mode_seeking: float = 0.0,
     ):
         self.gan, self.update_d, self.update_g = gan, update_d, update_g
+        self.mode_seeking = mode_seeking
         self.objective = ClassifierObjective() if objective is None else objective
         self.augment = augment
         self.trains_fe = any(n.startswith("discriminator.fe.") for n in update_d.names)
@@ -219,7 +223,8 @@ class GanStep:
         losses before it (the mean over tasks)."""
         gan, objective = self.gan, self.objective
         seen = (lambda x: x) if self.augment is None else self.augment
-        fake = seen(generate(gan, params, z, labels))
+        generated = generate(gan, params, z, labels)
+        fake = seen(generated)
         fake_features = features(gan, params, fake)
         real_features = self._real_features(params, real, seen)
         # No detach: gradients are taken with respect to D's parameters only, and second-order
@@ -233,6 +238,8 @@ class GanStep:
             fake_features = features(gan, params, fake)  # D's step moved FE (pretraining)
         # Otherwise D's step changed CF only, and FE(fake) serves G's step as it is.
         loss_g = objective.generator_loss(classify(gan, params, fake_features), labels)
+        if self.mode_seeking:
+            loss_g = loss_g + self.mode_seeking * mode_seeking(generated, z)
         params = _descend(params, loss_g, self.update_g)
         return params, {"loss_d": loss_d.mean().item(), "loss_g": loss_g.mean().item()}
 

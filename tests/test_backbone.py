@@ -1,0 +1,114 @@
+"""Issue #13's backbone candidates: resize-then-convolve upsampling in IC, R1 in D's loss,
+MSGAN's mode seeking in G's loss (each off by default, each a pretraining option)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from mtgan.checkpoint import save_tensors
+from mtgan.errors import MtganError
+from mtgan.losses import ClassifierObjective, mode_seeking
+from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
+from mtgan.phases.pretrain import build_gan, pretrain, same_class_pairs
+from mtgan.phases.step import GanStep, Update, generate, trainable_params
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("size", [16, 28, 32])
+def test_resize_upsampling_has_no_transposed_convolution_and_keeps_the_image_size(size):
+    gan = ConditionalGAN(3, image_size=size, z_dim=4, g_width=4, d_width=4, upsample="resize")
+    layers = list(gan.generator.ic.modules())
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in layers)
+    assert sum(isinstance(m, nn.Upsample) for m in layers) == len(gan.names("ss_g")) // 2
+    images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
+    assert images.shape == (2, 1, size, size)
+
+
+def test_unknown_upsampling_is_refused():
+    with pytest.raises(ValueError, match="unknown upsampling"):
+        ConditionalGAN(3, image_size=16, upsample="bilinear")
+
+
+def test_a_checkpoint_rebuilds_its_upsampling(tmp_path):
+    gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4, upsample="resize")
+    save_gan(gan.eval(), tmp_path / "g.safetensors")
+    loaded, _ = load_gan(tmp_path / "g.safetensors")
+    z, y = torch.randn(2, 4), torch.tensor([0, 1])
+    assert loaded.architecture["upsample"] == "resize"
+    assert torch.equal(loaded.eval().generator(z, y), gan.generator(z, y))
+
+
+def test_a_checkpoint_saved_before_the_option_loads_as_transposed(tmp_path):
+    gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4)
+    older = {k: v for k, v in gan.architecture.items() if k != "upsample"}
+    save_tensors(tmp_path / "old.safetensors", gan.state_dict(), {"architecture": older})
+    loaded, _ = load_gan(tmp_path / "old.safetensors")
+    assert loaded.architecture["upsample"] == "transposed"
+    resized = {**older, "upsample": "resize"}
+    save_tensors(tmp_path / "bad.safetensors", gan.state_dict(), {"architecture": resized})
+    with pytest.raises(MtganError, match="does not match"):
+        load_gan(tmp_path / "bad.safetensors")
+
+
+def test_r1_adds_half_gamma_times_the_squared_gradient_of_the_realness():
+    """With one class, realness = logit_0 - logit_fake; for linear logits W x its gradient is
+    W_0 - W_fake, so the penalty is ||W_0 - W_fake||^2 whatever the images."""
+    w = torch.tensor([[1.0, 2.0, 0.0], [0.0, -1.0, 2.0]], requires_grad=True)
+    d = lambda x: x.flatten(1) @ w.T  # noqa: E731
+    real, fake, labels = torch.randn(4, 3), torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    plain = ClassifierObjective().discriminator_loss(d, real, fake, d(real), d(fake), labels)
+    gamma = 0.3
+    with_r1 = ClassifierObjective(r1=gamma)
+    loss = with_r1.discriminator_loss(d, real, fake, d(real), d(fake), labels)
+    assert loss.item() == pytest.approx(plain.item() + gamma / 2 * 14.0, rel=1e-6)
+    (grad,) = torch.autograd.grad(loss - plain, w)  # the penalty trains D
+    assert torch.allclose(grad, gamma * torch.tensor([[1.0, 3.0, -2.0], [-1.0, -3.0, 2.0]]))
+    with pytest.raises(ValueError, match="needs the real images"):
+        with_r1.discriminator_loss(d, None, fake, d(real), d(fake), labels)
+
+
+def test_mode_seeking_adds_its_weighted_term_to_gs_loss_only():
+    gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4).train()
+    real, labels = torch.rand(6, 1, 16, 16) * 2 - 1, torch.tensor([0, 0, 1, 1, 2, 2])
+    z = torch.randn(6, 4)
+    losses = {}
+    for weight in (0.0, 0.5):
+        model = copy.deepcopy(gan)
+        params = trainable_params(model, model.names("g") + model.names("d"))
+        generated = generate(model, params, z, labels).detach()
+        upd = lambda group, m=model: Update(m.names(group), 1e-3)  # noqa: E731
+        step = GanStep(model, upd("d"), upd("g"), mode_seeking=weight)
+        losses[weight] = step(params, real, labels, z)[1]
+    assert losses[0.5]["loss_d"] == pytest.approx(losses[0.0]["loss_d"])
+    term = 0.5 * mode_seeking(generated, z).item()
+    assert losses[0.5]["loss_g"] == pytest.approx(losses[0.0]["loss_g"] + term, rel=1e-5)
+
+
+def test_same_class_pairs_cover_every_image_of_a_class():
+    labels = torch.tensor([2, 0, 1, 0, 2, 2])
+    idx = same_class_pairs(labels)(4000, torch.Generator().manual_seed(0))
+    assert torch.equal(labels[idx[0::2]], labels[idx[1::2]])
+    partners = set(idx[1::2][labels[idx[1::2]] == 2].tolist())
+    assert partners == {0, 4, 5}
+
+
+@pytest.mark.parametrize(
+    "option", ["model.upsample=resize", "pretrain.r1=1", "pretrain.mode_seeking=1"]
+)
+def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_dataset, option):
+    def pretrained(cfg):
+        torch.manual_seed(0)
+        gan = build_gan(cfg, len(toy_dataset.classes))
+        pretrain(gan, toy_dataset, cfg, CPU)
+        return gan.generator(torch.zeros(2, 4), torch.tensor([0, 1]))
+
+    cfg = copy.deepcopy(tiny_cfg)
+    key, value = option.split("=")
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, type(getattr(getattr(cfg, section), name))(value))
+    images = pretrained(cfg)
+    assert torch.isfinite(images).all()
+    assert not torch.allclose(images, pretrained(tiny_cfg))
