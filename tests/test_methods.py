@@ -380,6 +380,9 @@ def test_benchmark_against_adaptation_steps(tmp_path, capsys):
     table = out.with_suffix(".md").read_text()
     assert "| figr | 4 |" in table and "| figr at 4 |" not in table
     assert out.with_suffix(".png").stat().st_size > 1000
+    out.with_suffix(".md").unlink()
+    assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
+    assert out.with_suffix(".md").read_text() == table and not out.with_suffix(".csv").exists()
     assert main([*argv[:-2], "--adapt-steps", "0,5"]) == 2
     assert "--adapt-steps takes whole numbers" in capsys.readouterr().err
 

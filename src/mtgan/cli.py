@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument(
-        "--report", metavar="JSON", help="only rewrite the .md, .csv and plot of a results .json"
+        "--report", metavar="JSON", help="only rewrite the tables and plots of a results .json"
     )
     p.add_argument(
         "--compare",

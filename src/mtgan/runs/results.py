@@ -139,9 +139,13 @@ def results_file(path: str | Path) -> Path:
 
 
 def rewrite_reports(path: Path) -> None:
-    """The .csv, .md and scores plot again from a benchmark's .json (the sample grid is kept)."""
+    """The .csv, .md and scores plot again from a benchmark's .json (the sample grid is kept);
+    a steps benchmark's (``default_steps`` in it) .md and curves."""
     report = json.loads(path.read_text())
-    write_results(report, path.with_suffix(""))
+    if "default_steps" in report:
+        write_steps_results(report, path.with_suffix(""))
+    else:
+        write_results(report, path.with_suffix(""))
 
 
 def write_results(report: dict[str, Any], out: Path, grids=None) -> None:
