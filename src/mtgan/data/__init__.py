@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mtgan.config import DataConfig
 from mtgan.data.base import ClassDataset
-from mtgan.data.episodes import EpisodeSampler, Task, split_classes
+from mtgan.data.episodes import EpisodeSampler, Task, seeded_tasks, split_classes
 from mtgan.errors import DataError
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Task",
     "load",
     "load_splits",
+    "seeded_tasks",
     "split_classes",
 ]
 

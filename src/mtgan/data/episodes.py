@@ -99,6 +99,15 @@ class EpisodeSampler:
         )
 
 
+def seeded_tasks(
+    dataset: ClassDataset, n_way: int, k_shot: int, q_query: int, seed: int, count: int
+) -> list[Task]:
+    """The first ``count`` tasks of :class:`EpisodeSampler` with ``seed``: the fixed tasks that
+    an evaluation, a validation or a benchmark scores every method on."""
+    sampler = EpisodeSampler(dataset, n_way, k_shot, q_query, seed)
+    return [sampler.sample() for _ in range(count)]
+
+
 def check_task_fits(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int) -> None:
     """Raise a one-line DataError when the dataset cannot supply the asked tasks."""
     if n_way < 1 or k_shot < 1 or q_query < 0:

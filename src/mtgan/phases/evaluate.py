@@ -30,7 +30,7 @@ from safetensors.torch import save as save_bytes
 
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset, to_uint8
-from mtgan.data.episodes import EpisodeSampler, Task
+from mtgan.data.episodes import Task, seeded_tasks
 from mtgan.files import atomic_write, cache_dir
 from mtgan.metrics import (
     Evaluator,
@@ -149,8 +149,7 @@ def score_pretrained(
     adaptation (a weak backbone caps every method built on it).
     """
     t, e = cfg.task, cfg.eval
-    sampler = EpisodeSampler(train, t.n_way, t.k_shot, t.q_query, e.seed)
-    tasks = [sampler.sample() for _ in range(e.tasks)]
+    tasks = seeded_tasks(train, t.n_way, t.k_shot, t.q_query, e.seed, e.tasks)
     classes = sorted({c for task in tasks for c in task.classes})
     evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
     column = {c: i for i, c in enumerate(train.classes)}
@@ -176,8 +175,7 @@ def validation_fid(
     adapted with phase (c) and sampled as a test task is, in the features of M trained on the
     validation classes. Lower is better."""
     t, e = cfg.task, cfg.eval
-    sampler = EpisodeSampler(validation, t.n_way, t.k_shot, t.q_query, e.seed)
-    tasks = [sampler.sample() for _ in range(cfg.meta.validate_tasks)]
+    tasks = seeded_tasks(validation, t.n_way, t.k_shot, t.q_query, e.seed, cfg.meta.validate_tasks)
     evaluator, _ = evaluator_for(validation, cfg, device)
 
     def score(gan: ConditionalGAN) -> float:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mtgan.data.base import to_uint8
-from mtgan.data.episodes import EpisodeSampler, Task
+from mtgan.data.episodes import Task, seeded_tasks
 from mtgan.errors import MtganError
 from mtgan.files import atomic_write
 from mtgan.methods import METHODS, Fitted
@@ -127,8 +127,8 @@ class Fewshot:
                     "classes: set data.validation_classes, or give one --generated M"
                 )
             return []
-        sampler = EpisodeSampler(validation, t.n_way, t.k_shot, t.q_query, self.cfg.eval.seed)
-        return [sampler.sample() for _ in range(fs.validation_tasks)]
+        seed = self.cfg.eval.seed
+        return seeded_tasks(validation, t.n_way, t.k_shot, t.q_query, seed, fs.validation_tasks)
 
     def _task_features(self, task: Task) -> TaskFeatures:
         return TaskFeatures(

@@ -25,7 +25,7 @@ import torch
 
 from mtgan import __version__
 from mtgan.config import Config, load_config
-from mtgan.data import ClassDataset, EpisodeSampler, Task, load_splits
+from mtgan.data import ClassDataset, Task, load_splits, seeded_tasks
 from mtgan.data.episodes import check_task_fits
 from mtgan.distributed import init_from_env, is_main, main_first
 from mtgan.errors import MtganError
@@ -187,5 +187,4 @@ def seeded_test_tasks(run: Run, split: str = "test") -> list[Task]:
                 else ""
             )
         )
-    sampler = EpisodeSampler(classes, t.n_way, t.k_shot, t.q_query, e.seed)
-    return [sampler.sample() for _ in range(e.tasks)]
+    return seeded_tasks(classes, t.n_way, t.k_shot, t.q_query, e.seed, e.tasks)
