@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mtgan.cli import main
 from mtgan.config import load_config, with_overrides
@@ -380,6 +381,10 @@ def test_benchmark_against_adaptation_steps(tmp_path, capsys):
     table = out.with_suffix(".md").read_text()
     assert "| figr | 4 |" in table and "| figr at 4 |" not in table
     assert out.with_suffix(".png").stat().st_size > 1000
+    samples = out.parent / "tiny-steps_samples.png"
+    assert samples.stat().st_size > 1000 and "(tiny-steps_samples.png)" in table
+    with Image.open(samples) as grid:  # support, then 2 methods x 2 budgets, side by side
+        assert grid.width > 5 * grid.height
     out.with_suffix(".md").unlink()
     assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
     assert out.with_suffix(".md").read_text() == table and not out.with_suffix(".csv").exists()

@@ -214,6 +214,15 @@ def _tasks_and_evaluator(run: Run, split: str, command: str) -> tuple[list[Task]
     return tasks, evaluator, report
 
 
+def _first_task_grids(run: Run, task: Task):
+    """The side-by-side grids' start (the first task's support images) and the function that
+    draws generated images the same way (smaller for colour: its PNGs compress poorly)."""
+    colour = run.cfg.data.channels == 3
+    scale, shown = (1, SHOWN_COLOUR) if colour else (2, SHOWN)
+    grid = lambda images, labels: class_rows(images, labels, shown, scale)  # noqa: E731
+    return {"support": grid(task.support, task.support_labels)}, grid
+
+
 def run_benchmark(
     run: Run,
     methods: list[str],
@@ -238,13 +247,10 @@ def run_benchmark(
     bench = Benchmark(run, budget, reuse)
     tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
     report["budget_s"] = budget
-    colour = run.cfg.data.channels == 3  # colour PNGs compress poorly: smaller grids
-    scale, shown = (1, SHOWN_COLOUR) if colour else (2, SHOWN)
-    support = tasks[0].support, tasks[0].support_labels
-    grids = {"support": class_rows(*support, shown, scale)}
+    grids, grid = _first_task_grids(run, tasks[0])
     for name in methods:
         result = bench.score(name, bench.fit(name), tasks, evaluator, split)
-        grids[name] = class_rows(*result.pop("_first"), shown, scale)
+        grids[name] = grid(*result.pop("_first"))
         report["methods"][name] = result
         if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
             report["pretrained"] = stage
@@ -269,25 +275,28 @@ def run_steps_benchmark(
     same seeded tasks with each number of ``steps`` and scored. Writes ``<out>.json``
     (``methods.<name>.<steps>`` as the per-method results of :func:`run_benchmark`),
     ``.md`` (paired differences from the first method at each budget) and ``.png`` (FID and
-    KID against steps), rewritten after every method. Returns the JSON's content."""
+    KID against steps) and ``_samples.png`` (the first task's images of every method at every
+    budget beside its support images), rewritten after every method. Returns the JSON's
+    content."""
     if not steps or min(steps) < 1:
         raise MtganError(f"--adapt-steps must list numbers of at least 1, got {steps}")
     start = time.perf_counter()
     bench = Benchmark(run, reuse=reuse)
     tasks, evaluator, report = _tasks_and_evaluator(run, split, command)
     report |= {"default_steps": run.cfg.adapt.steps, "steps": sorted(steps)}
+    grids, grid = _first_task_grids(run, tasks[0])
     for name in methods:
         fitted = bench.fit(name)
         report["methods"][name] = {}
         for budget in sorted(steps):
             varied = METHODS[name].with_adapt_steps(fitted, budget)
             result = bench.score(name, varied, tasks, evaluator, split)
-            del result["_first"]
+            grids[f"{name} at {budget}"] = grid(*result.pop("_first"))
             report["methods"][name][str(budget)] = result
             if on_budget is not None:
                 on_budget(name, result, budget)
         if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
             report["pretrained"] = stage
         report["elapsed_s"] = time.perf_counter() - start
-        write_steps_results(report, out)
+        write_steps_results(report, out, side_by_side(grids))
     return report

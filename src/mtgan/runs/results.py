@@ -164,11 +164,14 @@ STEPS_SCORES = {"fid": "FID", "kid": "KID", "mode_score": "Mode Score", "diversi
 """The columns of the steps benchmark's table; FID and KID are also compared task by task."""
 
 
-def write_steps_results(report: dict[str, Any], out: Path) -> None:
-    """The steps benchmark's ``out``.json, .md and .png (FID and KID against steps)."""
+def write_steps_results(report: dict[str, Any], out: Path, grids=None) -> None:
+    """The steps benchmark's ``out``.json, .md and .png (FID and KID against steps), and
+    ``grids`` (the PIL image of every method's samples at every budget) when given."""
     atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
     atomic_write(out.with_suffix(".md"), _steps_markdown(report, out.name))
     steps_curves(report["methods"], ("fid", "kid"), out.with_suffix(".png"))
+    if grids is not None:
+        save_png(grids, out.parent / f"{out.name}_samples.png")
 
 
 def _paired(after: list[dict], before: list[dict], key: str) -> str:
@@ -227,7 +230,9 @@ def _steps_markdown(report: dict[str, Any], name: str) -> str:
                 f"{_paired(mine, theirs, 'kid')} |"
             )
     lines += _against_baseline(methods, steps, "frozen")
-    return "\n".join([*lines, "", f"![FID and KID against steps]({name}.png)", ""])
+    plots = [f"![FID and KID against steps]({name}.png)", ""]
+    plots += ["The first task's support images, then each method's at each budget:", ""]
+    return "\n".join([*lines, "", *plots, f"![samples]({name}_samples.png)", ""])
 
 
 def _against_baseline(methods: dict[str, Any], steps: list[str], baseline: str) -> list[str]:
