@@ -139,8 +139,9 @@ def score_task(
 
 def score_pretrained(
     gan: ConditionalGAN, train: ClassDataset, cfg: Config, device: torch.device
-) -> list[dict[str, float]]:
-    """The pretrained G's own images of training classes, scored as a test task's are.
+) -> tuple[list[dict[str, float]], tuple[Task, torch.Tensor, torch.Tensor]]:
+    """The pretrained G's own images of training classes, scored as a test task's are; and
+    the first task with its generated images and their slots (for a grid).
 
     ``eval.tasks`` seeded N-way tasks of the training classes; M is trained on the classes of
     those tasks; each task's generated images are ``eval.samples_per_class`` samples of its
@@ -154,7 +155,7 @@ def score_pretrained(
     evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
     column = {c: i for i, c in enumerate(train.classes)}
     gan.eval()
-    rows = []
+    rows, first = [], None
     for k, task in enumerate(tasks):
         slots = torch.arange(t.n_way).repeat_interleave(e.samples_per_class)
         labels = torch.tensor([column[c] for c in task.classes])[slots]
@@ -164,7 +165,8 @@ def score_pretrained(
         with torch.no_grad():
             fake = to_uint8(gan.generator(z, labels.to(device)).cpu())
         rows.append(score_task(evaluator, classes, task, fake, slots))
-    return rows
+        first = first or (task, fake, slots)
+    return rows, first
 
 
 def validation_fid(

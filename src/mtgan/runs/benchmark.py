@@ -162,12 +162,13 @@ class Benchmark:
 
     def pretrained_stage(self) -> dict[str, Any] | None:
         """The first shared pretrained G's own images of training classes, scored
-        (:func:`score_pretrained`); None before any method pretrained."""
+        (:func:`score_pretrained`), with its first task's real and generated images under
+        ``_first``; None before any method pretrained."""
         if not self._backbones:
             return None
         steps, (gan, _) = next(iter(self._backbones.items()))
-        rows = score_pretrained(gan, self.training_set(), self.cfg, self.device)
-        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows}
+        rows, first = score_pretrained(gan, self.training_set(), self.cfg, self.device)
+        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows, "_first": first}
 
     def score(
         self, name: str, fitted: Fitted, tasks: list[Task], evaluator, split: str = "test"
@@ -223,6 +224,15 @@ def _first_task_grids(run: Run, task: Task):
     return {"support": grid(task.support, task.support_labels)}, grid
 
 
+def _with_grids(stage: dict[str, Any], grids: dict, grid) -> dict[str, Any]:
+    """The pretrained G's scores, its first task's images added to the side-by-side grids (the
+    real images of training classes, then the pretrained G's of the same classes)."""
+    task, fake, slots = stage.pop("_first")
+    grids["training classes"] = grid(task.support, task.support_labels)
+    grids["pretrained G"] = grid(fake, slots)
+    return stage
+
+
 def run_benchmark(
     run: Run,
     methods: list[str],
@@ -253,7 +263,7 @@ def run_benchmark(
         grids[name] = grid(*result.pop("_first"))
         report["methods"][name] = result
         if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
-            report["pretrained"] = stage
+            report["pretrained"] = _with_grids(stage, grids, grid)
         report["elapsed_s"] = time.perf_counter() - start
         write_results(report, out, side_by_side(grids))
         if on_method is not None:
@@ -296,7 +306,7 @@ def run_steps_benchmark(
             if on_budget is not None:
                 on_budget(name, result, budget)
         if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
-            report["pretrained"] = stage
+            report["pretrained"] = _with_grids(stage, grids, grid)
         report["elapsed_s"] = time.perf_counter() - start
         write_steps_results(report, out, side_by_side(grids))
     return report

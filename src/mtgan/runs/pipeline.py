@@ -53,7 +53,7 @@ def run_all(run: Run) -> dict[str, Any]:
     fitted = fit(run, "mtgan", train=True)
     pretrained, _ = RunContext(run, train=False).pretrained(run.cfg)
     start = time.perf_counter()
-    stage = score_pretrained(pretrained, run.data()["train"], run.cfg, run.device)
+    stage, _ = score_pretrained(pretrained, run.data()["train"], run.cfg, run.device)
     run.timings["pretrained-scores"] = time.perf_counter() - start
     stages = {"pretrained": summarize(stage), "ss_movement": ss_movement(fitted.gan)}
     if run.cfg.meta.learn_rates:
