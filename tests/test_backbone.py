@@ -1,5 +1,5 @@
 """Issue #13's backbone candidates: resize-then-convolve upsampling in IC, R1 in D's loss,
-MSGAN's mode seeking in G's loss (each off by default, each a pretraining option)."""
+MSGAN's mode seeking in G's loss, a decaying learning rate (each off by default)."""
 
 import copy
 
@@ -112,3 +112,22 @@ def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_data
     images = pretrained(cfg)
     assert torch.isfinite(images).all()
     assert not torch.allclose(images, pretrained(tiny_cfg))
+
+
+def test_the_linear_schedule_keeps_the_rate_for_half_the_steps_then_decays_both(
+    tiny_cfg, toy_dataset, monkeypatch
+):
+    import mtgan.phases.pretrain as phase
+
+    seen, call = [], phase.GanStep.__call__
+
+    def recording(self, *args):
+        assert self.update_d.lr == self.update_g.lr
+        seen.append(self.update_g.lr)
+        return call(self, *args)
+
+    monkeypatch.setattr(phase.GanStep, "__call__", recording)
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.pretrain.steps, cfg.pretrain.lr, cfg.pretrain.lr_schedule = 4, 1e-3, "linear"
+    pretrain(build_gan(cfg, len(toy_dataset.classes)), toy_dataset, cfg, CPU)
+    assert seen == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])

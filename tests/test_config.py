@@ -29,6 +29,7 @@ def test_overrides_win_over_the_file_and_quick(tmp_path):
         ("pretrain.lr=-0.1", "pretrain.lr must be greater than 0"),
         ("model.ss_granularity=pixel", "model.ss_granularity must be one of"),
         ("model.upsample=bilinear", "model.upsample must be one of"),
+        ("pretrain.lr_schedule=cosine", "pretrain.lr_schedule must be one of"),
         ("pretrain.r1=-1", "pretrain.r1 must be 0 or more"),
         ("pretrain.mode_seeking=-1", "pretrain.mode_seeking must be 0 or more"),
         ("pretrain.mode_seeking=1 pretrain.batch_size=7", "batch_size must be even"),

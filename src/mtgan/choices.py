@@ -20,6 +20,10 @@ Upsampling = Literal["transposed", "resize"]
 """How IC doubles its maps: stride-2 transposed convolutions (DCGAN), or nearest-neighbour
 resizing then a 3x3 convolution, which cannot leave checkerboard patterns (Odena et al. 2016)."""
 
+LrSchedule = Literal["constant", "linear"]
+"""Pretraining's learning rate: constant, or constant for the first half of the steps and then
+linearly down to 0 at the last (the schedule of pix2pix and CycleGAN)."""
+
 HeadInit = Literal["pretrained", "random"]
 """Fresh NM and CF: from the mean of the pretrained class columns, or PyTorch's default."""
 

@@ -27,6 +27,7 @@ from mtgan.choices import (
     Granularity,
     HeadInit,
     HeadUpdate,
+    LrSchedule,
     OptimizerKind,
     OuterGenerator,
     Precision,
@@ -93,7 +94,8 @@ class PretrainConfig:
     """Phase (a): the conditional GAN on all training classes; a state file every
     ``checkpoint_every`` steps (0: none) to resume from. ``ema`` > 0 keeps an exponential
     moving average of G's weights with that decay per step and makes it the pretrained G.
-    ``r1`` > 0 adds the R1 penalty on real images to D's loss with weight ``r1 / 2``;
+    ``lr_schedule=linear`` keeps ``lr`` for the first half of the steps, then decays it
+    linearly to 0. ``r1`` > 0 adds the R1 penalty on real images to D's loss with weight ``r1 / 2``;
     ``mode_seeking`` > 0 adds MSGAN's term to G's loss with that weight (each batch then holds
     pairs of images of one class)."""
 
@@ -101,6 +103,7 @@ class PretrainConfig:
     batch_size: int = 64
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    lr_schedule: LrSchedule = "constant"
     ema: float = 0.0
     r1: float = 0.0
     mode_seeking: float = 0.0

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from mtgan.choices import LrSchedule
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
 from mtgan.distributed import mean_over_processes, shard
@@ -47,6 +48,19 @@ def _moving_average(gan: ConditionalGAN, decay: float) -> dict[str, torch.Tensor
     return {name: params[name].detach().clone() for name in gan.names("g")}
 
 
+def lr_factor(schedule: LrSchedule, step: int, steps: int) -> float:
+    """The multiplier of ``pretrain.lr`` at ``step`` (from 1) of ``steps``: 1 throughout for
+    ``constant``; for ``linear``, 1 over the first half, then down in a straight line towards 0.
+
+    Example:
+        >>> [lr_factor("linear", t, 4) for t in (1, 3, 4)], lr_factor("constant", 4, 4)
+        ([1.0, 1.0, 0.5], 1.0)
+    """
+    if schedule == "constant":
+        return 1.0
+    return min(1.0, 2 * (steps - step + 1) / steps)
+
+
 def same_class_pairs(labels: torch.Tensor):
     """A batch sampler for mode seeking: ``draw(n, rng)`` gives n image indices where 2i is
     uniform over all images and 2i + 1 is uniform over the images of the same class.
@@ -81,13 +95,13 @@ def pretrain(
 ) -> list[dict[str, float]]:
     """Phase (a): G (NM + IC) and D (FE + CF) trained on every class of ``dataset``.
 
-    Alternates eq. 4 and eq. 6 with Adam; scale and shift stay at identity. With
-    ``pretrain.r1`` > 0, D's loss adds the R1 penalty (:func:`mtgan.losses.r1_penalty`); with
-    ``pretrain.mode_seeking`` > 0, G's adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) over
-    pairs of images of one class (:func:`same_class_pairs`). With
-    ``pretrain.ema`` > 0, G's weights end as their exponential moving average over the steps
-    (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``, Karras et al. 2018, with the warm-up of
-    :func:`ema_decay`). Ends by recording IC's
+    Alternates eq. 4 and eq. 6 with Adam at ``pretrain.lr`` times :func:`lr_factor` of
+    ``pretrain.lr_schedule``; scale and shift stay at identity. With ``pretrain.r1`` > 0, D's
+    loss adds the R1 penalty (:func:`mtgan.losses.r1_penalty`); with ``pretrain.mode_seeking``
+    > 0, G's adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) over pairs of images of one
+    class (:func:`same_class_pairs`). With ``pretrain.ema`` > 0, G's weights end as their
+    exponential moving average over the steps (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``,
+    Karras et al. 2018, with the warm-up of :func:`ema_decay`). Ends by recording IC's
     BatchNorm statistics for the final weights (see :func:`calibrate_batchnorm`). With
     ``state_path``, the loop saves its state every ``pretrain.checkpoint_every`` steps and
     continues from that file when it exists (see :class:`TrainingState`); a NaN or infinite
@@ -122,6 +136,7 @@ def pretrain(
             idx = draw(p.batch_size, rng)[mine]
         z = noise(p.batch_size, gan.generator.z_dim, rng, device)[mine]
         real = to_device(images[idx], device)
+        update_d.lr = update_g.lr = p.lr * lr_factor(p.lr_schedule, update_g.t + 1, p.steps)
         with autocast(cfg, device):
             params, losses = gan_step(params, real, labels[idx].to(device), z)
         decay = ema_decay(p.ema, update_g.t)
