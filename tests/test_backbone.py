@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mtgan.checkpoint import save_tensors
+from mtgan.config import with_overrides
 from mtgan.errors import MtganError
 from mtgan.losses import ClassifierObjective, mode_seeking
 from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
@@ -105,11 +106,7 @@ def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_data
         pretrain(gan, toy_dataset, cfg, CPU)
         return gan.generator(torch.zeros(2, 4), torch.tensor([0, 1]))
 
-    cfg = copy.deepcopy(tiny_cfg)
-    key, value = option.split("=")
-    section, name = key.split(".")
-    setattr(getattr(cfg, section), name, type(getattr(getattr(cfg, section), name))(value))
-    images = pretrained(cfg)
+    images = pretrained(with_overrides(tiny_cfg, [option]))
     assert torch.isfinite(images).all()
     assert not torch.allclose(images, pretrained(tiny_cfg))
 
