@@ -388,6 +388,9 @@ def test_benchmark_against_adaptation_steps(tmp_path, capsys):
     out.with_suffix(".md").unlink()
     assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
     assert out.with_suffix(".md").read_text() == table and not out.with_suffix(".csv").exists()
+    samples.unlink()  # a steps file from before the grid was drawn: no dangling link
+    assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
+    assert "_samples.png" not in out.with_suffix(".md").read_text()
     assert main([*argv[:-2], "--adapt-steps", "0,5"]) == 2
     assert "--adapt-steps takes whole numbers" in capsys.readouterr().err
 

@@ -166,19 +166,21 @@ STEPS_SCORES = {"fid": "FID", "kid": "KID", "mode_score": "Mode Score", "diversi
 
 def write_steps_results(report: dict[str, Any], out: Path, grids=None) -> None:
     """The steps benchmark's ``out``.json, .md and .png (FID and KID against steps), and
-    ``grids`` (the PIL image of every method's samples at every budget) when given."""
-    atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
-    atomic_write(out.with_suffix(".md"), _steps_markdown(report, out.name))
-    steps_curves(report["methods"], ("fid", "kid"), out.with_suffix(".png"))
+    ``grids`` (the PIL image of every method's samples at every budget) when given; the .md
+    links the grid only when there is one (files written before the grid was drawn have none)."""
+    samples = out.parent / f"{out.name}_samples.png"
     if grids is not None:
-        save_png(grids, out.parent / f"{out.name}_samples.png")
+        save_png(grids, samples)
+    atomic_write(out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write(out.with_suffix(".md"), _steps_markdown(report, out.name, samples.exists()))
+    steps_curves(report["methods"], ("fid", "kid"), out.with_suffix(".png"))
 
 
 def _paired(after: list[dict], before: list[dict], key: str) -> str:
     return mean_ci_text(paired(after, before, key))
 
 
-def _steps_markdown(report: dict[str, Any], name: str) -> str:
+def _steps_markdown(report: dict[str, Any], name: str, with_samples: bool) -> str:
     methods, steps = report["methods"], [str(t) for t in report["steps"]]
     first, most = next(iter(methods)), steps[-1]
     lines = [
@@ -231,8 +233,10 @@ def _steps_markdown(report: dict[str, Any], name: str) -> str:
             )
     lines += _against_baseline(methods, steps, "frozen")
     plots = [f"![FID and KID against steps]({name}.png)", ""]
-    plots += ["The first task's support images, then each method's at each budget:", ""]
-    return "\n".join([*lines, "", *plots, f"![samples]({name}_samples.png)", ""])
+    if with_samples:
+        plots += ["The first task's support images, then each method's at each budget:", ""]
+        plots += [f"![samples]({name}_samples.png)", ""]
+    return "\n".join([*lines, "", *plots])
 
 
 def _against_baseline(methods: dict[str, Any], steps: list[str], baseline: str) -> list[str]:
