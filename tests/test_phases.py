@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from mtgan.config import load_config
+from mtgan.config import load_config, with_overrides
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
@@ -81,6 +81,23 @@ def test_adaptation_changes_only_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
         else:
             assert torch.equal(v, meta_state[k]), f"{k} changed in adaptation"
     assert all(torch.equal(v, meta_state[k]) for k, v in _state(gan).items()), "meta model mutated"
+
+
+def test_adaptation_trains_scale_and_shift_at_their_own_rate_when_asked(
+    pretrained, tiny_cfg, toy_dataset
+):
+    gan, _ = pretrained
+    before = _state(gan)
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5).sample()
+    cfg = with_overrides(tiny_cfg, ["adapt.steps=1", "adapt.lr=2e-3", "adapt.ss_lr=5e-4"])
+    after = _state(adapt(gan, task.support, task.support_labels, cfg, CPU)[0])
+    for prefix in ("generator.ic", "discriminator.fe"):  # Adam's first step: lr per element
+        moved = [(after[k] - before[k]).abs().max().item() for k in _group(after, prefix, True)]
+        assert max(moved) == pytest.approx(5e-4, rel=1e-3), prefix
+        assert all(torch.equal(after[k], before[k]) for k in _group(after, prefix, False))
+    z = tiny_cfg.model.z_dim  # new heads keep the pretrained NM's noise columns
+    nm = after["generator.nm.weight"][:, :z] - before["generator.nm.weight"][:, :z]
+    assert nm.abs().max().item() == pytest.approx(2e-3, rel=1e-3)
 
 
 def test_adaptation_to_a_different_number_of_classes(pretrained, tiny_cfg, toy_dataset):

@@ -161,13 +161,16 @@ class AdaptConfig:
     ``class_init``: ``heads`` starts a task's classes where NM and CF are (the mean of the
     pretrained classes', or what meta-training left); ``nearest`` starts each class from the
     pretrained classes D recognises in its support images (see :mod:`mtgan.nn.bank`), here and
-    in meta-training's inner loops (there without the task's own classes)."""
+    in meta-training's inner loops (there without the task's own classes).
+    ``ss_lr`` > 0 also trains IC's and FE's scale and shift on the support set at that rate
+    (AdaFM's fine-tuning of the modulation, Zhao et al. 2020); 0 keeps them fixed (the paper)."""
 
     steps: int = 300
     lr: float = 2e-3
     optimizer: OptimizerKind = "adam"
     augment: str = "translation"
     class_init: ClassInit = "heads"
+    ss_lr: float = 0.0
     checkpoint_every: int = 100
 
 
@@ -471,6 +474,7 @@ NON_NEGATIVE = (
     "pretrain.bn_calibration_batches",
     "pretrain.r1",
     "pretrain.mode_seeking",
+    "adapt.ss_lr",
     "pretrain.checkpoint_every",
     "meta.checkpoint_every",
     "adapt.checkpoint_every",

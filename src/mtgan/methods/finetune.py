@@ -29,7 +29,8 @@ class Finetune(Method):
     def fit(self, ctx: Context, cfg: Config) -> FineTuned:
         pretrained, seconds = ctx.pretrained(cfg)
         f = cfg.finetune
-        tuned = replace(cfg, adapt=replace(cfg.adapt, steps=f.steps, lr=f.lr, augment=f.augment))
+        fine = replace(cfg.adapt, steps=f.steps, lr=f.lr, augment=f.augment, ss_lr=0.0)
+        tuned = replace(cfg, adapt=fine)
         return FineTuned(ctx, pretrained, tuned, {"pretrain": seconds})
 
 

@@ -33,7 +33,8 @@ def adapt(
 ) -> tuple[ConditionalGAN, list[dict[str, float]]]:
     """Phase (c), eq. 10: train NM and CF on the support set; IC, FE and SS stay fixed. Their
     learning rates are ``adapt.lr`` times the model's learned multipliers (``meta.learn_rates``;
-    1 where none were learned).
+    1 where none were learned). With ``adapt.ss_lr`` > 0, IC's scale and shift also learn
+    with G's loss and FE's with D's, at ``adapt.ss_lr`` (AdaFM's modulation fine-tuning).
 
     Args:
         meta_gan: the meta-learned model (not modified; a copy is adapted).
@@ -62,11 +63,15 @@ def adapt(
     real, labels = to_device(support, device), labels.to(device)
     if a.class_init == "nearest":
         start_near(gan, real, labels)
-    d_side, g_side = groups
-    params = trainable_params(gan, gan.names(d_side) + gan.names(g_side))
+    d_names, g_names = (gan.names(group) for group in groups)
     rates = gan.rates.multipliers(n_way)  # Meta-SGD's, when meta-learned; else all 1
-    update_d = Update(gan.names(d_side), a.lr, a.optimizer, scales=rates)
-    update_g = Update(gan.names(g_side), a.lr, a.optimizer, scales=rates)
+    if a.ss_lr > 0:
+        d_names, g_names = d_names + gan.names("ss_d"), g_names + gan.names("ss_g")
+        ss_rate = torch.tensor(a.ss_lr / a.lr, device=device)
+        rates |= {n: ss_rate for n in gan.names("ss_d") + gan.names("ss_g")}
+    params = trainable_params(gan, d_names + g_names)
+    update_d = Update(d_names, a.lr, a.optimizer, scales=rates)
+    update_g = Update(g_names, a.lr, a.optimizer, scales=rates)
     rng = torch.Generator().manual_seed(seed)
     augment = Augment(parse_policies(a.augment), rng) if a.augment else None
     objective = ClassifierObjective(cfg.model.objective)
