@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtgan.config import Config, load_config
+from mtgan.config import Config, load_config, with_overrides
 from mtgan.data.base import ClassDataset
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.methods.figr import FigrFitted, build_figr
@@ -126,6 +127,33 @@ def pretraining(cfg: Config, device: torch.device, steps: int, reps: int) -> dic
         "pretrain_flop_per_step": flops,
         "pretrain_flop_per_s": flops * steps / min(ours),
     }
+
+
+BACKBONE_OPTIONS = {
+    "r1": ["pretrain.r1=0.1"],
+    "resize": ["model.upsample=resize"],
+    "mode_seeking": ["pretrain.mode_seeking=0.1"],
+    "width64": ["model.g_width=64", "model.d_width=64"],
+}
+"""Issue #13's backbone candidates whose cost per pretraining step is measured against the
+default's (what a quality-per-minute comparison divides by)."""
+
+
+def backbone_costs(cfg: Config, device: torch.device, steps: int, reps: int) -> dict:
+    """Seconds per pretraining step of each backbone option over the default's, the runs
+    alternated and the best of ``reps`` kept, so that both see the same machine load."""
+    data = synthetic_dataset(cfg)
+    configs = {"default": cfg} | {
+        name: with_overrides(cfg, sets) for name, sets in BACKBONE_OPTIONS.items()
+    }
+    best = dict.fromkeys(configs, math.inf)
+    for _ in range(reps):
+        for name, c in configs.items():
+            c = with_overrides(c, [f"pretrain.steps={steps}", "pretrain.bn_calibration_batches=0"])
+            torch.manual_seed(0)
+            gan = place(build_gan(c, CLASSES), device, c.speed.channels_last)
+            best[name] = min(best[name], timed(lambda: pretrain(gan, data, c, device), device))  # noqa: B023
+    return {f"pretrain_cost_{name}": best[name] / best["default"] for name in BACKBONE_OPTIONS}
 
 
 def pretrain_step_flops(gan, data: ClassDataset, cfg: Config, device: torch.device) -> float:
@@ -365,6 +393,7 @@ def measure(quick: bool, device: torch.device, threads: int, with_compile: bool)
     reps = 2 if quick else 3
     result: dict = {"machine": machine(device), "quick": quick}
     result |= pretraining(cfg, device, steps["pretrain"], reps)
+    result |= backbone_costs(cfg, device, steps["pretrain"], reps)
     sizes = (1024,) if quick else (1024, 2048)
     result["matmul_peak_flop_per_s"] = matmul_peak(device, sizes, reps)
     result |= adaptation(cfg, device, steps["adapt"], reps)
@@ -391,6 +420,10 @@ def ratios(r: dict) -> list[tuple[str, str]]:
             f"{r['pretrain_flop_per_s'] / r['matmul_peak_flop_per_s']:.3f} "
             f"({r['pretrain_flop_per_s'] / 1e9:.1f} / {r['matmul_peak_flop_per_s'] / 1e9:.1f} "
             "GFLOP/s)",
+        ),
+        (
+            "pretraining step with " + " / ".join(BACKBONE_OPTIONS) + " over the default (time)",
+            " / ".join(f"{r[f'pretrain_cost_{name}']:.2f}" for name in BACKBONE_OPTIONS),
         ),
         (
             "adaptation, one 5-way 10-shot task (s)",
