@@ -160,20 +160,21 @@ class Benchmark:
         run()
         return time.perf_counter() - start
 
-    def pretrained_stage(self) -> dict[str, Any] | None:
+    def pretrained_stage(self) -> tuple[dict[str, Any], tuple] | None:
         """The first shared pretrained G's own images of training classes, scored
-        (:func:`score_pretrained`), with its first task's real and generated images under
-        ``_first``; None before any method pretrained."""
+        (:func:`score_pretrained`), and its first task with the images G drew for it; None
+        before any method pretrained."""
         if not self._backbones:
             return None
         steps, (gan, _) = next(iter(self._backbones.items()))
         rows, first = score_pretrained(gan, self.training_set(), self.cfg, self.device)
-        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows, "_first": first}
+        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows}, first
 
     def score(
         self, name: str, fitted: Fitted, tasks: list[Task], evaluator, split: str = "test"
-    ) -> dict[str, Any]:
-        """Every task adapted, sampled and scored; the first task's images kept for a grid."""
+    ) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
+        """Every task adapted, sampled and scored, and the first task's images and slots (for
+        a grid)."""
         test_classes = self.run.data()[split].classes
         per_class = self.cfg.eval.samples_per_class
         rows, first = [], None
@@ -189,13 +190,13 @@ class Benchmark:
             rows.append(
                 score_task(evaluator, test_classes, task, fake, slots) | {"adapt_s": seconds}
             )
-        return {
+        result = {
             "description": METHODS[name].description,
             "training_s": fitted.seconds,
             "summary": summarize(rows),
             "tasks": rows,
-            "_first": first,
         }
+        return result, first
 
 
 def _tasks_and_evaluator(run: Run, split: str, command: str) -> tuple[list[Task], Any, dict]:
@@ -224,10 +225,10 @@ def _first_task_grids(run: Run, task: Task):
     return {"support": grid(task.support, task.support_labels)}, grid
 
 
-def _with_grids(stage: dict[str, Any], grids: dict, grid) -> dict[str, Any]:
+def _with_grids(staged: tuple[dict[str, Any], tuple], grids: dict, grid) -> dict[str, Any]:
     """The pretrained G's scores, its first task's images added to the side-by-side grids (the
     real images of training classes, then the pretrained G's of the same classes)."""
-    task, fake, slots = stage.pop("_first")
+    stage, (task, fake, slots) = staged
     grids["training classes"] = grid(task.support, task.support_labels)
     grids["pretrained G"] = grid(fake, slots)
     return stage
@@ -259,11 +260,11 @@ def run_benchmark(
     report["budget_s"] = budget
     grids, grid = _first_task_grids(run, tasks[0])
     for name in methods:
-        result = bench.score(name, bench.fit(name), tasks, evaluator, split)
-        grids[name] = grid(*result.pop("_first"))
+        result, first = bench.score(name, bench.fit(name), tasks, evaluator, split)
+        grids[name] = grid(*first)
         report["methods"][name] = result
-        if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
-            report["pretrained"] = _with_grids(stage, grids, grid)
+        if "pretrained" not in report and (staged := bench.pretrained_stage()) is not None:
+            report["pretrained"] = _with_grids(staged, grids, grid)
         report["elapsed_s"] = time.perf_counter() - start
         write_results(report, out, side_by_side(grids))
         if on_method is not None:
@@ -300,13 +301,13 @@ def run_steps_benchmark(
         report["methods"][name] = {}
         for budget in sorted(steps):
             varied = METHODS[name].with_adapt_steps(fitted, budget)
-            result = bench.score(name, varied, tasks, evaluator, split)
-            grids[f"{name} at {budget}"] = grid(*result.pop("_first"))
+            result, first = bench.score(name, varied, tasks, evaluator, split)
+            grids[f"{name} at {budget}"] = grid(*first)
             report["methods"][name][str(budget)] = result
             if on_budget is not None:
                 on_budget(name, result, budget)
-        if "pretrained" not in report and (stage := bench.pretrained_stage()) is not None:
-            report["pretrained"] = _with_grids(stage, grids, grid)
+        if "pretrained" not in report and (staged := bench.pretrained_stage()) is not None:
+            report["pretrained"] = _with_grids(staged, grids, grid)
         report["elapsed_s"] = time.perf_counter() - start
         write_steps_results(report, out, side_by_side(grids))
     return report
