@@ -66,9 +66,10 @@ def adapt(
     d_names, g_names = (gan.names(group) for group in groups)
     rates = gan.rates.multipliers(n_way)  # Meta-SGD's, when meta-learned; else all 1
     if a.ss_lr > 0:
-        d_names, g_names = d_names + gan.names("ss_d"), g_names + gan.names("ss_g")
+        ss_d, ss_g = gan.names("ss_d"), gan.names("ss_g")
+        d_names, g_names = d_names + ss_d, g_names + ss_g
         ss_rate = torch.tensor(a.ss_lr / a.lr, device=device)
-        rates |= {n: ss_rate for n in gan.names("ss_d") + gan.names("ss_g")}
+        rates |= dict.fromkeys(ss_d + ss_g, ss_rate)
     params = trainable_params(gan, d_names + g_names)
     update_d = Update(d_names, a.lr, a.optimizer, scales=rates)
     update_g = Update(g_names, a.lr, a.optimizer, scales=rates)
