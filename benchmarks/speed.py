@@ -143,13 +143,13 @@ def backbone_costs(cfg: Config, device: torch.device, steps: int, reps: int) -> 
     """Seconds per pretraining step of each backbone option over the default's, the runs
     alternated and the best of ``reps`` kept, so that both see the same machine load."""
     data = synthetic_dataset(cfg)
-    configs = {"default": cfg} | {
-        name: with_overrides(cfg, sets) for name, sets in BACKBONE_OPTIONS.items()
+    short = [f"pretrain.steps={steps}", "pretrain.bn_calibration_batches=0"]
+    configs = {"default": with_overrides(cfg, short)} | {
+        name: with_overrides(cfg, [*short, *sets]) for name, sets in BACKBONE_OPTIONS.items()
     }
     best = dict.fromkeys(configs, math.inf)
     for _ in range(reps):
         for name, c in configs.items():
-            c = with_overrides(c, [f"pretrain.steps={steps}", "pretrain.bn_calibration_batches=0"])
             torch.manual_seed(0)
             gan = place(build_gan(c, CLASSES), device, c.speed.channels_last)
             best[name] = min(best[name], timed(lambda: pretrain(gan, data, c, device), device))  # noqa: B023
