@@ -6,12 +6,23 @@ import torch
 from mtgan.phases.step import Update
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd"])
-def test_update_matches_torch_optimizers(kind):
+# Adam runs in PyTorch's fused kernel when it can, in multi-tensor operations with per-element
+# scales, and out of place when the update must stay differentiable: all three must agree.
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("adam", {}),
+        ("adam", {"scales": {"w": torch.ones(4, 3)}}),
+        ("adam", {"differentiable": True}),
+        ("sgd", {}),
+    ],
+    ids=["adam-fused", "adam-scaled", "adam-differentiable", "sgd"],
+)
+def test_update_matches_torch_optimizers(kind, options):
     torch.manual_seed(0)
     ours = torch.randn(4, 3, requires_grad=True)
     theirs = ours.detach().clone().requires_grad_()
-    update = Update(["w"], lr=0.01, kind=kind, betas=(0.5, 0.999))
+    update = Update(["w"], lr=0.01, kind=kind, betas=(0.5, 0.999), **options)
     if kind == "adam":
         opt = torch.optim.Adam([theirs], lr=0.01, betas=(0.5, 0.999), eps=1e-8)
     else:
@@ -19,7 +30,7 @@ def test_update_matches_torch_optimizers(kind):
     for step in range(6):
         target = torch.randn(4, 3, generator=torch.Generator().manual_seed(step))
         (grad,) = torch.autograd.grad(((ours - target) ** 2).sum(), [ours])
-        update({"w": ours}, [grad])
+        ours = update({"w": ours}, [grad])["w"]
         opt.zero_grad()
         ((theirs - target) ** 2).sum().backward()
         opt.step()
