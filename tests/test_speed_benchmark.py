@@ -34,11 +34,11 @@ def test_speed_benchmark_quick_json():
         "meta_batch8_batched_tasks_per_s",
         "meta_2proc_1thread_tasks_per_s",
         "pretrain_cost_r1",
-        "pretrain_cost_resize",
-        "pretrain_cost_mode_seeking",
+        "pretrain_cost_transposed",
+        "pretrain_cost_no_mode_seeking",
         "pretrain_cost_width64",
     ):
         assert figures[key] > 0 and math.isfinite(figures[key]), key
     assert set(figures["peak_memory"]) == {"pretrain", "meta_train", "adapt"}
     assert "hand-written loop" in r.stdout and "FIGR" in r.stdout
-    assert "pretraining step with r1 / resize / mode_seeking / width64" in r.stdout
+    assert "pretraining step with r1 / transposed / no_mode_seeking / width64" in r.stdout

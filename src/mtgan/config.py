@@ -75,7 +75,7 @@ class ModelConfig:
     g_width: int = 32
     d_width: int = 32
     ss_granularity: Granularity = "channel"
-    upsample: Upsampling = "transposed"
+    upsample: Upsampling = "resize"
     head_init: HeadInit = "pretrained"
     objective: GeneratorLoss = "eq6"
 
@@ -106,7 +106,7 @@ class PretrainConfig:
     lr_schedule: LrSchedule = "constant"
     ema: float = 0.0
     r1: float = 0.0
-    mode_seeking: float = 0.0
+    mode_seeking: float = 0.1
     bn_calibration_batches: int = 20
     checkpoint_every: int = 100
 
