@@ -65,7 +65,7 @@ class Update:
             raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
         self.names, self.lr, self.kind, self.betas, self.eps = list(names), lr, kind, betas, eps
         self.differentiable, self.data_parallel = differentiable, data_parallel
-        self.scales = scales or {}
+        self.scales = {n: s for n, s in (scales or {}).items() if n in self.names}
         self.t = 0
         self.moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -119,9 +119,9 @@ class Update:
     def _directions(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """SGD: the gradients; Adam: the bias-corrected first moments over the second's roots.
 
-        Multi-tensor (``torch._foreach_*``) operations over all the parameters at once: on a
-        CPU they take a third of the time of one operation per tensor. The moments are updated
-        in place unless the update is differentiable.
+        Multi-tensor (``torch._foreach_*``) operations over all the parameters at once, out of
+        place so that a differentiable update keeps its graph (the gradients carry none
+        otherwise).
         """
         if self.kind == "sgd":
             return grads
@@ -129,22 +129,14 @@ class Update:
         if not self.differentiable:
             grads = [g.detach() for g in grads]
         m, v = self._moments(grads)
-        if self.differentiable:
-            m = torch._foreach_lerp(m, grads, 1 - b1)
-            v = torch._foreach_add(
-                torch._foreach_mul(v, b2), torch._foreach_mul(grads, grads), alpha=1 - b2
-            )
-            self.moments = dict(zip(self.names, zip(m, v, strict=True), strict=True))
-            # The clamp keeps the second-order gradient finite where an entry of v is 0.
-            v_hat = torch._foreach_clamp_min(torch._foreach_div(v, 1 - b2**self.t), 1e-30)
-            denominators = torch._foreach_add(torch._foreach_sqrt(v_hat), self.eps)
-        else:
-            torch._foreach_lerp_(m, grads, 1 - b1)
-            torch._foreach_mul_(v, b2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-            denominators = torch._foreach_div(v, 1 - b2**self.t)
-            torch._foreach_sqrt_(denominators)
-            torch._foreach_add_(denominators, self.eps)
+        m = torch._foreach_lerp(m, grads, 1 - b1)
+        v = torch._foreach_add(
+            torch._foreach_mul(v, b2), torch._foreach_mul(grads, grads), alpha=1 - b2
+        )
+        self.moments = dict(zip(self.names, zip(m, v, strict=True), strict=True))
+        # The clamp keeps the second-order gradient finite where an entry of v is 0.
+        v_hat = torch._foreach_clamp_min(torch._foreach_div(v, 1 - b2**self.t), 1e-30)
+        denominators = torch._foreach_add(torch._foreach_sqrt(v_hat), self.eps)
         torch._foreach_mul_(denominators, 1 - b1**self.t)  # m_hat = m / (1 - b1^t)
         return torch._foreach_div(m, denominators)
 
