@@ -12,6 +12,7 @@ from mtgan.config import with_overrides
 from mtgan.errors import MtganError
 from mtgan.losses import ClassifierObjective, mode_seeking
 from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
+from mtgan.nn.ss import SSConv2d, SSConvTranspose2d
 from mtgan.phases.pretrain import build_gan, pretrain, same_class_pairs
 from mtgan.phases.step import GanStep, Update, generate, trainable_params
 
@@ -24,6 +25,17 @@ def test_resize_upsampling_has_no_transposed_convolution_and_keeps_the_image_siz
     layers = list(gan.generator.ic.modules())
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in layers)
     assert sum(isinstance(m, nn.Upsample) for m in layers) == len(gan.names("ss_g")) // 2
+    images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
+    assert images.shape == (2, 1, size, size)
+
+
+@pytest.mark.parametrize("size", [16, 28, 32])
+def test_resize_last_resizes_only_in_the_last_block(size):
+    gan = ConditionalGAN(3, image_size=size, z_dim=4, g_width=4, d_width=4, upsample="resize-last")
+    layers = list(gan.generator.ic.layers)
+    convs = [m for m in layers if isinstance(m, SSConv2d | SSConvTranspose2d)]
+    assert [type(m) for m in convs] == [SSConvTranspose2d] * (len(convs) - 1) + [SSConv2d]
+    assert [type(m) for m in layers[-2:]] == [nn.Upsample, SSConv2d]
     images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
     assert images.shape == (2, 1, size, size)
 

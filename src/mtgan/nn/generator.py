@@ -50,6 +50,20 @@ def _upsample(
     raise ValueError(f"unknown upsampling {how!r}; choose one of {UPSAMPLINGS}")
 
 
+def block_upsampling(how: Upsampling, block: int, blocks: int) -> Upsampling:
+    """The upsampling of IC's block ``block`` (from 0) of ``blocks``: ``resize-last`` resizes
+    in the last block only, where a transposed convolution's period-2 pattern lands on the
+    image's own pixels, and uses transposed convolutions before it, at half the multiply-adds.
+
+    Example:
+        >>> [block_upsampling("resize-last", i, 3) for i in range(3)]
+        ['transposed', 'transposed', 'resize']
+    """
+    if how == "resize-last":
+        return "resize" if block == blocks - 1 else "transposed"
+    return how
+
+
 class ImageConstructor(nn.Module):
     """IC: BatchNorm-ReLU-upsampling blocks from a (c0, s0, s0) map to a tanh image.
 
@@ -71,12 +85,12 @@ class ImageConstructor(nn.Module):
         self.image_size, self.channels, self.width = image_size, channels, width
         self.in_channels, self.in_size = widths[0], sizes[0]
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i in range(len(sizes) - 1):
+        blocks = len(sizes) - 1
+        for i in range(blocks):
             layers[f"bn{i}"] = nn.BatchNorm2d(widths[i])
             layers[f"relu{i}"] = nn.ReLU()
-            up = _upsample(
-                widths[i], widths[i + 1], sizes[i], sizes[i + 1], ss_granularity, upsample
-            )
+            how = block_upsampling(upsample, i, blocks)
+            up = _upsample(widths[i], widths[i + 1], sizes[i], sizes[i + 1], ss_granularity, how)
             for kind, layer in up:
                 layers[f"{kind}{i + 1}"] = layer
         self.layers = nn.Sequential(layers)
