@@ -2,9 +2,11 @@
 MSGAN's mode seeking in G's loss, a decaying learning rate (each off by default)."""
 
 import copy
+import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtgan.checkpoint import save_tensors
@@ -12,32 +14,45 @@ from mtgan.config import with_overrides
 from mtgan.errors import MtganError
 from mtgan.losses import ClassifierObjective, mode_seeking
 from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
-from mtgan.nn.ss import SSConv2d, SSConvTranspose2d
+from mtgan.nn.generator import upsampling_plan
+from mtgan.nn.ss import SSConvTranspose2d, SSResizeConv2d
 from mtgan.phases.pretrain import build_gan, pretrain, same_class_pairs
 from mtgan.phases.step import GanStep, Update, generate, trainable_params
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("size", [16, 28, 32])
-def test_resize_upsampling_has_no_transposed_convolution_and_keeps_the_image_size(size):
+@pytest.mark.parametrize("size", [16, 21, 28, 32])
+def test_resize_upsampling_has_no_free_transposed_kernel_and_keeps_the_image_size(size):
     gan = ConditionalGAN(3, image_size=size, z_dim=4, g_width=4, d_width=4, upsample="resize")
     layers = list(gan.generator.ic.modules())
-    assert not any(isinstance(m, nn.ConvTranspose2d) for m in layers)
-    assert sum(isinstance(m, nn.Upsample) for m in layers) == len(gan.names("ss_g")) // 2
+    assert not any(isinstance(m, SSConvTranspose2d) for m in layers)
+    sizes = upsampling_plan(size)
+    odd_steps = sum(b != 2 * a for a, b in itertools.pairwise(sizes))
+    assert sum(isinstance(m, nn.Upsample) for m in layers) == odd_steps
+    assert sum(isinstance(m, SSResizeConv2d) for m in layers) == len(sizes) - 1 - odd_steps
     images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
     assert images.shape == (2, 1, size, size)
 
 
-@pytest.mark.parametrize("size", [16, 28, 32])
-def test_resize_last_resizes_only_in_the_last_block(size):
-    gan = ConditionalGAN(3, image_size=size, z_dim=4, g_width=4, d_width=4, upsample="resize-last")
-    layers = list(gan.generator.ic.layers)
-    convs = [m for m in layers if isinstance(m, SSConv2d | SSConvTranspose2d)]
-    assert [type(m) for m in convs] == [SSConvTranspose2d] * (len(convs) - 1) + [SSConv2d]
-    assert [type(m) for m in layers[-2:]] == [nn.Upsample, SSConv2d]
-    images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
-    assert images.shape == (2, 1, size, size)
+@pytest.mark.parametrize("granularity", ["layer", "channel", "kernel"])
+def test_the_tied_transposed_convolution_is_resize_then_convolve_with_the_same_gradients(
+    granularity,
+):
+    torch.manual_seed(0)
+    ss = SSResizeConv2d(nn.Conv2d(3, 2, 3, padding=1), granularity).double()
+    with torch.no_grad():
+        ss.ss_scale.uniform_(0.5, 1.5)
+        ss.ss_shift.normal_()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    params = [ss.weight, ss.bias, ss.ss_scale, ss.ss_shift]
+    weight, bias = ss.scaled()
+    plain = F.conv2d(F.interpolate(x, scale_factor=2), weight, bias, padding=1)
+    expected = torch.autograd.grad(plain.square().sum(), params)
+    tied = ss(x)
+    assert torch.allclose(tied, plain)
+    for got, want in zip(torch.autograd.grad(tied.square().sum(), params), expected, strict=True):
+        assert torch.allclose(got, want)
 
 
 def test_unknown_upsampling_is_refused():

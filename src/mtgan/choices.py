@@ -16,7 +16,7 @@ from typing import Literal
 Granularity = Literal["layer", "channel", "kernel"]
 """Scale and shift: one per layer (the paper), per output channel, or per kernel (MTL)."""
 
-Upsampling = Literal["transposed", "resize", "resize-last"]
+Upsampling = Literal["transposed", "resize"]
 """How IC doubles its maps: stride-2 transposed convolutions (DCGAN), or nearest-neighbour
 resizing then a 3x3 convolution, which cannot leave checkerboard patterns (Odena et al. 2016)."""
 

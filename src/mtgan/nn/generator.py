@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtgan.choices import Granularity, Upsampling, allowed
-from mtgan.nn.ss import SSConv2d, SSConvTranspose2d
+from mtgan.nn.ss import SSConv2d, SSConvTranspose2d, SSResizeConv2d
 
 UPSAMPLINGS = allowed(Upsampling)
 
@@ -46,22 +46,10 @@ def _upsample(
         return [("conv", SSConvTranspose2d(conv, granularity))]
     if how == "resize":
         conv = nn.Conv2d(c_in, c_out, 3, stride=1, padding=1)
+        if size_out == 2 * size_in:  # the same function, without the doubled map
+            return [("conv", SSResizeConv2d(conv, granularity))]
         return [("resize", nn.Upsample(size=size_out)), ("conv", SSConv2d(conv, granularity))]
     raise ValueError(f"unknown upsampling {how!r}; choose one of {UPSAMPLINGS}")
-
-
-def block_upsampling(how: Upsampling, block: int, blocks: int) -> Upsampling:
-    """The upsampling of IC's block ``block`` (from 0) of ``blocks``: ``resize-last`` resizes
-    in the last block only, where a transposed convolution's period-2 pattern lands on the
-    image's own pixels, and uses transposed convolutions before it, at half the multiply-adds.
-
-    Example:
-        >>> [block_upsampling("resize-last", i, 3) for i in range(3)]
-        ['transposed', 'transposed', 'resize']
-    """
-    if how == "resize-last":
-        return "resize" if block == blocks - 1 else "transposed"
-    return how
 
 
 class ImageConstructor(nn.Module):
@@ -85,12 +73,12 @@ class ImageConstructor(nn.Module):
         self.image_size, self.channels, self.width = image_size, channels, width
         self.in_channels, self.in_size = widths[0], sizes[0]
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        blocks = len(sizes) - 1
-        for i in range(blocks):
+        for i in range(len(sizes) - 1):
             layers[f"bn{i}"] = nn.BatchNorm2d(widths[i])
             layers[f"relu{i}"] = nn.ReLU()
-            how = block_upsampling(upsample, i, blocks)
-            up = _upsample(widths[i], widths[i + 1], sizes[i], sizes[i + 1], ss_granularity, how)
+            up = _upsample(
+                widths[i], widths[i + 1], sizes[i], sizes[i + 1], ss_granularity, upsample
+            )
             for kind, layer in up:
                 layers[f"{kind}{i + 1}"] = layer
         self.layers = nn.Sequential(layers)

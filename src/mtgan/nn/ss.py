@@ -84,6 +84,40 @@ class SSConv2d(_SSConvBase):
         return F.conv2d(x, weight, bias, self.stride, self.padding)
 
 
+# Nearest-neighbour doubling then a 3x3 convolution (padding 1) is a stride-2 transposed
+# convolution (padding 1) whose 4x4 kernel is tied to the 3x3 one: output row 2i reads input
+# rows i - 1 and i with kernel rows 3 and 1, output row 2i + 1 rows i and i + 1 with kernel rows 2
+# and 0, and the doubled map gives those taps the 3x3 kernel's rows 0, 1 + 2, 0 + 1 and 2. The
+# rows of TIED_ROWS are kernel rows 0-3, its columns the 3x3 kernel's rows (the same for columns).
+TIED_ROWS = torch.tensor(
+    [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+)  # fmt: skip
+
+
+class SSResizeConv2d(SSConv2d):
+    """Nearest-neighbour doubling, then a 3x3 ``Conv2d`` with scale and shift (padding 1).
+
+    Computed without building the doubled map, as the stride-2 transposed convolution with the
+    tied 4x4 kernel ``TIED_ROWS (S1 * W) TIED_ROWS^T`` (equal to float rounding, with the same
+    parameters and the multiply-adds of a transposed convolution, under half those of resizing
+    first).
+
+    Example:
+        >>> conv = nn.Conv2d(3, 2, 3, padding=1)
+        >>> x = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+        >>> ss = SSResizeConv2d(conv.double(), "channel")
+        >>> plain = conv(F.interpolate(x, scale_factor=2))
+        >>> bool(torch.allclose(ss(x), plain))
+        True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.scaled()
+        rows = TIED_ROWS.to(weight)
+        kernel = torch.einsum("yk,xl,oikl->ioyx", rows, rows, weight)
+        return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+
+
 class SSConvTranspose2d(_SSConvBase):
     """``ConvTranspose2d`` with scale and shift: ``(S1 * W) x + b + S2``."""
 
