@@ -31,6 +31,7 @@ def test_resize_upsampling_has_no_free_transposed_kernel_and_keeps_the_image_siz
     odd_steps = sum(b != 2 * a for a, b in itertools.pairwise(sizes))
     assert sum(isinstance(m, nn.Upsample) for m in layers) == odd_steps
     assert sum(isinstance(m, SSResizeConv2d) for m in layers) == len(sizes) - 1 - odd_steps
+    assert all("nearest x2" in repr(m) for m in layers if isinstance(m, SSResizeConv2d))
     images = gan.eval().generator(torch.randn(2, 4), torch.tensor([0, 2]))
     assert images.shape == (2, 1, size, size)
 

@@ -117,6 +117,9 @@ class SSResizeConv2d(SSConv2d):
         kernel = torch.einsum("yk,xl,oikl->ioyx", rows, rows, weight)
         return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
 
+    def extra_repr(self) -> str:
+        return f"nearest x2, then {super().extra_repr()}"
+
 
 class SSConvTranspose2d(_SSConvBase):
     """``ConvTranspose2d`` with scale and shift: ``(S1 * W) x + b + S2``."""
