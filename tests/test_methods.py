@@ -413,6 +413,21 @@ def test_steps_table_compares_every_method_with_frozen_at_the_same_and_at_most_s
     assert _against_baseline({k: methods[k] for k in ("mtgan", "frozen")}, ["50"], "frozen") == []
 
 
+def test_steps_table_compares_every_budget_with_the_same_method_at_the_default():
+    from mtgan.runs.results import _against_default
+
+    def at(*fids):
+        return {
+            "tasks": [{"fid": f, "kid": f / 4, "diversity": 1.0, "mode_score": f} for f in fids]
+        }
+
+    methods = {"frozen": {"300": at(10, 12), "600": at(7, 8)}, "mtgan": {"300": at(9, 9)}}
+    lines = _against_default(methods, ["300", "600"], "300")
+    assert "| frozen | 600 | -3.5 ± 6.4 | -0.875 ± 1.6 | 0 ± 0 | -3.5 ± 6.4 |" in lines
+    assert not any(line.startswith(("| mtgan |", "| frozen | 300 |")) for line in lines)
+    assert _against_default(methods, ["300", "600"], "50") == []
+
+
 def test_reuse_pretraining_takes_the_cached_gan_and_gives_the_same_results(tmp_path, monkeypatch):
     import mtgan.runs.benchmark as benchmark
     from mtgan.files import cache_dir

@@ -232,6 +232,7 @@ def _steps_markdown(report: dict[str, Any], name: str, with_samples: bool) -> st
                 f"{_paired(mine, theirs, 'kid')} |"
             )
     lines += _against_baseline(methods, steps, "frozen")
+    lines += _against_default(methods, steps, str(report["default_steps"]))
     plots = [f"![FID and KID against steps]({name}.png)", ""]
     if with_samples:
         plots += ["The first task's support images, then each method's at each budget:", ""]
@@ -262,6 +263,28 @@ def _against_baseline(methods: dict[str, Any], steps: list[str], baseline: str) 
                 for theirs in (base[t], base[most])
                 for key in ("fid", "kid")
             ]
+            lines.append(f"| {method} | {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _against_default(methods: dict[str, Any], steps: list[str], default: str) -> list[str]:
+    """Each method at every other number of steps against itself at the config's ``default``
+    (paired over tasks): the table to choose ``adapt.steps`` by; none when the default was not
+    among the budgets."""
+    if default not in steps or len(steps) < 2:
+        return []
+    lines = [
+        "",
+        f"Each method against itself at the config's {default} steps (after - before, per-task "
+        "differences; lower FID and KID are better):",
+        "",
+        "| method | steps | " + " | ".join(f"Δ {REPORTED[k]}" for k in COMPARED) + " |",
+        "|" + " --- |" * (2 + len(COMPARED)),
+    ]
+    for method, budgets in methods.items():
+        for t in [t for t in steps if t != default and t in budgets and default in budgets]:
+            mine, base = budgets[t]["tasks"], budgets[default]["tasks"]
+            cells = [_paired(mine, base, key) for key in COMPARED]
             lines.append(f"| {method} | {t} | " + " | ".join(cells) + " |")
     return lines
 
