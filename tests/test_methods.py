@@ -228,8 +228,10 @@ def test_benchmark_command_writes_results(tmp_path, capsys):
     assert report["paired"]["figr"]["fid"]["mean"] == pytest.approx(sum(fid) / len(fid))
     assert report["paired"]["mtgan"]["fid"]["mean"] == 0
     out.with_suffix(".md").unlink()
+    capsys.readouterr()
     assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
     assert out.with_suffix(".md").read_text() == table
+    assert "tiny.md (.csv, _scores.png)" in capsys.readouterr().out
 
 
 def test_report_of_a_file_that_is_not_results_is_a_usage_error(tmp_path, capsys):
@@ -386,8 +388,10 @@ def test_benchmark_against_adaptation_steps(tmp_path, capsys):
     with Image.open(samples) as grid:  # support, then 2 methods x 2 budgets, side by side
         assert grid.width > 5 * grid.height
     out.with_suffix(".md").unlink()
+    capsys.readouterr()
     assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
     assert out.with_suffix(".md").read_text() == table and not out.with_suffix(".csv").exists()
+    assert capsys.readouterr().out.strip().endswith("tiny-steps.md (.png)")
     samples.unlink()  # a steps file from before the grid was drawn: no dangling link
     assert main(["benchmark", "--report", str(out.with_suffix(".json"))]) == 0
     assert "_samples.png" not in out.with_suffix(".md").read_text()

@@ -449,8 +449,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print("\n".join(compare_results(before, after)))
         return 0
     if args.report:
-        rewrite_reports(results_file(args.report))
-        print(f"rewrote {Path(args.report).with_suffix('.md')} (.csv, _scores.png)")
+        print(f"rewrote {rewrite_reports(results_file(args.report))}")
         return 0
     methods = parse_methods(args.methods)
     args.set += [] if args.tasks is None else [f"eval.tasks={args.tasks}"]

@@ -138,14 +138,16 @@ def results_file(path: str | Path) -> Path:
     return file
 
 
-def rewrite_reports(path: Path) -> None:
+def rewrite_reports(path: Path) -> str:
     """The .csv, .md and scores plot again from a benchmark's .json (the sample grid is kept);
-    a steps benchmark's (``default_steps`` in it) .md and curves."""
+    a steps benchmark's (``default_steps`` in it) .md and curves. Returns what it rewrote."""
     report = json.loads(path.read_text())
+    out = path.with_suffix("")
     if "default_steps" in report:
-        write_steps_results(report, path.with_suffix(""))
-    else:
-        write_results(report, path.with_suffix(""))
+        write_steps_results(report, out)
+        return f"{out}.md (.png)"
+    write_results(report, out)
+    return f"{out}.md (.csv, _scores.png)"
 
 
 def write_results(report: dict[str, Any], out: Path, grids=None) -> None:
