@@ -125,7 +125,13 @@ def test_same_class_pairs_cover_every_image_of_a_class():
 
 
 @pytest.mark.parametrize(
-    "option", ["model.upsample=transposed", "pretrain.r1=1", "pretrain.mode_seeking=1"]
+    "option",
+    [
+        "model.upsample=transposed",
+        "pretrain.r1=1",
+        "pretrain.mode_seeking=1",
+        "pretrain.augment=translation,color",
+    ],
 )
 def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_dataset, option):
     def pretrained(cfg):

@@ -33,6 +33,7 @@ def test_overrides_win_over_the_file_and_quick(tmp_path):
         ("pretrain.r1=-1", "pretrain.r1 must be 0 or more"),
         ("pretrain.mode_seeking=-1", "pretrain.mode_seeking must be 0 or more"),
         ("adapt.ss_lr=-1e-3", "adapt.ss_lr must be 0 or more"),
+        ("pretrain.augment=flip", "pretrain.augment: unknown augmentation 'flip'"),
         ("pretrain.mode_seeking=1 pretrain.batch_size=7", "batch_size must be even"),
         ("task.n_way=five", "task.n_way must be int"),
         ("meta.second_order=1", "must be true or false"),

@@ -321,8 +321,11 @@ def _pretrained_g(cfg, dataset, state_path=None):
     return {k: v for k, v in _weights(gan).items() if k.startswith("generator.")}
 
 
-def test_an_averaged_generator_resumes_bit_for_bit(toy_dataset, tmp_path, monkeypatch):
-    cfg = load_config(overrides=TINY + EVERY + LONGER + ["pretrain.ema=0.9"])
+@pytest.mark.parametrize("option", ["pretrain.ema=0.9", "pretrain.augment=translation,cutout"])
+def test_an_averaged_or_augmented_pretraining_resumes_bit_for_bit(
+    toy_dataset, tmp_path, monkeypatch, option
+):
+    cfg = load_config(overrides=TINY + EVERY + LONGER + [option])
     expected = _pretrained_g(cfg, toy_dataset)
     with monkeypatch.context() as m:
         _crash_after_checkpoint(m, "pretrain", 4)

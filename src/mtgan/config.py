@@ -97,7 +97,8 @@ class PretrainConfig:
     ``lr_schedule=linear`` keeps ``lr`` for the first half of the steps, then decays it
     linearly to 0. ``r1`` > 0 adds the R1 penalty on real images to D's loss with weight ``r1 / 2``;
     ``mode_seeking`` > 0 adds MSGAN's term to G's loss with that weight (each batch then holds
-    pairs of images of one class)."""
+    pairs of images of one class). ``augment``: DiffAugment policies applied to D's inputs, as
+    ``adapt.augment`` (empty: none), against D memorising a small training set."""
 
     steps: int = 3000
     batch_size: int = 64
@@ -107,6 +108,7 @@ class PretrainConfig:
     ema: float = 0.0
     r1: float = 0.0
     mode_seeking: float = 0.1
+    augment: str = ""
     bn_calibration_batches: int = 20
     checkpoint_every: int = 100
 
@@ -504,7 +506,7 @@ def validate(cfg: Config) -> None:
     for key in SEEDS:
         if not 0 <= get(cfg, key) <= MAX_SEED:
             raise ConfigError(f"{key} must be between 0 and 2**63 - 1, got {get(cfg, key)}")
-    for key in ("adapt.augment", "finetune.augment"):
+    for key in ("pretrain.augment", "adapt.augment", "finetune.augment"):
         try:
             parse_policies(get(cfg, key))
         except ValueError as e:

@@ -6,10 +6,11 @@ import os
 
 import torch
 
+from mtgan.augment import Augment, parse_policies
 from mtgan.choices import LrSchedule
 from mtgan.config import Config
 from mtgan.data.base import ClassDataset
-from mtgan.distributed import mean_over_processes, shard
+from mtgan.distributed import mean_over_processes, rank, shard, world_size
 from mtgan.errors import ConfigError
 from mtgan.losses import ClassifierObjective
 from mtgan.nn.gan import ConditionalGAN
@@ -85,6 +86,15 @@ def same_class_pairs(labels: torch.Tensor):
     return draw
 
 
+def _augment(policies: str, seed: int) -> Augment | None:
+    """DiffAugment of D's inputs (none for no ``policies``), each process drawing from its own
+    generator derived from ``seed``."""
+    if not policies:
+        return None
+    seeds = torch.randint(2**62, (world_size(),), generator=torch.Generator().manual_seed(seed))
+    return Augment(parse_policies(policies), torch.Generator().manual_seed(int(seeds[rank()])))
+
+
 def pretrain(
     gan: ConditionalGAN,
     dataset: ClassDataset,
@@ -99,7 +109,9 @@ def pretrain(
     ``pretrain.lr_schedule``; scale and shift stay at identity. With ``pretrain.r1`` > 0, D's
     loss adds the R1 penalty (:func:`mtgan.losses.r1_penalty`); with ``pretrain.mode_seeking``
     > 0, G's adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) over pairs of images of one
-    class (:func:`same_class_pairs`). With ``pretrain.ema`` > 0, G's weights end as their
+    class (:func:`same_class_pairs`). With ``pretrain.augment``, D sees real and generated
+    images through DiffAugment's policies (Zhao et al. 2020), in both players' losses. With
+    ``pretrain.ema`` > 0, G's weights end as their
     exponential moving average over the steps (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``,
     Karras et al. 2018, with the warm-up of :func:`ema_decay`). Ends by recording IC's
     BatchNorm statistics for the final weights (see :func:`calibrate_batchnorm`). With
@@ -120,7 +132,8 @@ def pretrain(
     update_d = Update(gan.names("d"), p.lr, "adam", betas, data_parallel=True)
     update_g = Update(gan.names("g"), p.lr, "adam", betas, data_parallel=True)
     objective = ClassifierObjective(cfg.model.objective, p.r1)
-    gan_step = GanStep(gan, update_d, update_g, objective, mode_seeking=p.mode_seeking)
+    augment = _augment(p.augment, cfg.seed)
+    gan_step = GanStep(gan, update_d, update_g, objective, augment, p.mode_seeking)
     mine = shard(p.batch_size, "pretrain.batch_size", even=True)
     if p.mode_seeking and (mine.stop - mine.start) % 2:
         raise ConfigError("pretrain.mode_seeking needs an even share of each batch per process")
@@ -148,7 +161,8 @@ def pretrain(
     history = run_phase(
         "pretrain", gan, p.steps, step, cfg, device,
         identity=state_identity(cfg, ("seed", "data", "model", "pretrain"), gan, images, labels),
-        updates={"d": update_d, "g": update_g}, rngs={"rng": rng},
+        updates={"d": update_d, "g": update_g},
+        rngs={"rng": rng} | ({} if augment is None else {"augment": augment.rng}),
         checkpoint_every=p.checkpoint_every, state_path=state_path, progress=progress,
         extra={f"ema/{name}": value for name, value in average.items()},
     )  # fmt: skip
