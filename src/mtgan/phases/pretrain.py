@@ -111,14 +111,14 @@ def pretrain(
     > 0, G's adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) over pairs of images of one
     class (:func:`same_class_pairs`). With ``pretrain.augment``, D sees real and generated
     images through DiffAugment's policies (Zhao et al. 2020), in both players' losses. With
-    ``pretrain.ema`` > 0, G's weights end as their
-    exponential moving average over the steps (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``,
-    Karras et al. 2018, with the warm-up of :func:`ema_decay`). Ends by recording IC's
-    BatchNorm statistics for the final weights (see :func:`calibrate_batchnorm`). With
-    ``state_path``, the loop saves its state every ``pretrain.checkpoint_every`` steps and
-    continues from that file when it exists (see :class:`TrainingState`); a NaN or infinite
-    loss stops it. Under torchrun every process takes its share of each batch and the gradients
-    are averaged (data-parallel; IC's BatchNorm normalises each process's share).
+    ``pretrain.ema`` > 0, G's weights end as their exponential moving average over the steps
+    (``ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t``, Karras et al. 2018, with the warm-up of
+    :func:`ema_decay`). Ends by recording IC's BatchNorm statistics for the final weights (see
+    :func:`calibrate_batchnorm`). With ``state_path``, the loop saves its state every
+    ``pretrain.checkpoint_every`` steps and continues from that file when it exists (see
+    :class:`TrainingState`); a NaN or infinite loss stops it. Under torchrun every process
+    takes its share of each batch and the gradients are averaged (data-parallel; IC's
+    BatchNorm normalises each process's share).
 
     Returns:
         The losses, one dict per step.
