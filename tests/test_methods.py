@@ -217,6 +217,10 @@ def test_benchmark_command_writes_results(tmp_path, capsys):
     stage = report["pretrained"]  # the shared pretrained G's own images, scored
     assert stage["summary"]["fid"]["n"] == 2 and len(stage["tasks"]) == 2
     assert f"The shared pretrained G ({stage['pretrain_steps']} steps)" in table
+    again = stage["relearned"]  # the same classes learned again from their shots
+    assert len(again["tasks"]) == 2 and again["tasks"] != stage["tasks"]
+    assert [t["real_fid"] for t in again["tasks"]] == [t["real_fid"] for t in stage["tasks"]]
+    assert "The same classes learned again from their K shots" in table
     for png in ("tiny_scores.png", "tiny_samples.png"):
         assert (out.parent / png).stat().st_size > 1000
     assert main([*argv, "--out", str(out)]) == 2  # no overwrite without --overwrite
@@ -348,7 +352,7 @@ def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
             "command": "mtgan",
             "tasks": names,
             "methods": frozen,
-            "pretrained": {"tasks": tasks},
+            "pretrained": {"tasks": tasks, "relearned": {"tasks": tasks[::-1]}},
         }
 
     paths = [tmp_path / "before.json", tmp_path / "after.json"]
@@ -357,7 +361,8 @@ def test_compare_pairs_two_results_files_task_by_task(tmp_path, capsys):
     assert main(["benchmark", "--compare", *map(str, paths)]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
     assert rows[0].startswith("| pretrained G | 2.2 → 2.4 |")  # the pretrained G's own scores
-    assert rows[1].startswith("| frozen | 2.2 → 2.4 | 1 → 2 | 1 ± 0 | 0 ± 0 | 2 ± 0 | 0 ± 0 |")
+    assert rows[1].startswith("| training classes re-learned | 2.2 → 2.4 |")
+    assert rows[2].startswith("| frozen | 2.2 → 2.4 | 1 → 2 | 1 ± 0 | 0 ± 0 | 2 ± 0 | 0 ± 0 |")
     other = results(0.0) | {"tasks": [["x"], ["b"], ["c"]]}
     paths[1].write_text(json.dumps(other))
     assert main(["benchmark", "--compare", *map(str, paths)]) == 2

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 
-from mtgan.config import Config
+from mtgan.config import Config, with_overrides
 from mtgan.data.base import ClassDataset, to_uint8
 from mtgan.data.episodes import Task, seeded_tasks
 from mtgan.files import atomic_write, cache_dir
@@ -137,6 +137,18 @@ def score_task(
     return scores | _per_class_scores(task, generated, generated_labels, gen_f, real_f)
 
 
+def _training_tasks(
+    train: ClassDataset, cfg: Config, device: torch.device
+) -> tuple[list[Task], list[str], Evaluator]:
+    """``eval.tasks`` seeded N-way tasks of the training classes, their classes, and M trained
+    on those classes."""
+    t, e = cfg.task, cfg.eval
+    tasks = seeded_tasks(train, t.n_way, t.k_shot, t.q_query, e.seed, e.tasks)
+    classes = sorted({c for task in tasks for c in task.classes})
+    evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
+    return tasks, classes, evaluator
+
+
 def score_pretrained(
     gan: ConditionalGAN, train: ClassDataset, cfg: Config, device: torch.device
 ) -> tuple[list[dict[str, float]], tuple[Task, torch.Tensor, torch.Tensor]]:
@@ -149,24 +161,44 @@ def score_pretrained(
     against the same scores of the real images show what the backbone can draw before any
     adaptation (a weak backbone caps every method built on it).
     """
-    t, e = cfg.task, cfg.eval
-    tasks = seeded_tasks(train, t.n_way, t.k_shot, t.q_query, e.seed, e.tasks)
-    classes = sorted({c for task in tasks for c in task.classes})
-    evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
+    tasks, classes, evaluator = _training_tasks(train, cfg, device)
+    per_class, seed = cfg.eval.samples_per_class, cfg.eval.seed
     column = {c: i for i, c in enumerate(train.classes)}
     gan.eval()
     rows, first = [], None
     for k, task in enumerate(tasks):
-        slots = torch.arange(t.n_way).repeat_interleave(e.samples_per_class)
+        slots = torch.arange(task.n_way).repeat_interleave(per_class)
         labels = torch.tensor([column[c] for c in task.classes])[slots]
-        z = noise(
-            len(labels), gan.generator.z_dim, torch.Generator().manual_seed(e.seed + k), device
-        )
+        z = noise(len(labels), gan.generator.z_dim, torch.Generator().manual_seed(seed + k), device)
         with torch.no_grad():
             fake = to_uint8(gan.generator(z, labels.to(device)).cpu())
         rows.append(score_task(evaluator, classes, task, fake, slots))
         first = first or (task, fake, slots)
     return rows, first
+
+
+def score_relearned(
+    gan: ConditionalGAN, train: ClassDataset, cfg: Config, device: torch.device
+) -> list[dict[str, float]]:
+    """The tasks of :func:`score_pretrained`, their training classes learned again from their
+    K shots: fresh NM and CF (``model.head_init``, as ``frozen`` starts a new task) adapted by
+    phase (c) with ``cfg.adapt``, sampled and scored by the same M.
+
+    Against :func:`score_pretrained`'s rows this separates what adaptation from K shots loses
+    (IC can draw these classes: NM's pretrained columns do) from what the novelty of test
+    classes loses. Each class starts from the mean of the pretrained columns even under
+    ``adapt.class_init=nearest``, whose bank would hold the very class.
+    """
+    tasks, classes, evaluator = _training_tasks(train, cfg, device)
+    cfg, e = with_overrides(cfg, ["adapt.class_init=heads"]), cfg.eval
+    rows = []
+    for k, task in enumerate(tasks):
+        fresh = gan.with_fresh_heads(task.n_way, cfg.model.head_init)
+        adapted, _ = adapt(fresh, task.support, task.support_labels, cfg, device, e.seed + k)
+        rng = torch.Generator().manual_seed(e.seed + k)
+        fake, slots = sample(adapted, e.samples_per_class, rng, device)
+        rows.append(score_task(evaluator, classes, task, to_uint8(fake.cpu()), slots))
+    return rows
 
 
 def validation_fid(

@@ -31,7 +31,13 @@ from mtgan.methods.figr import build_figr, figr_meta_train
 from mtgan.nn.gan import ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt
 from mtgan.phases.common import place
-from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
+from mtgan.phases.evaluate import (
+    evaluator_for,
+    score_pretrained,
+    score_relearned,
+    score_task,
+    summarize,
+)
 from mtgan.phases.meta_train import meta_train, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
 from mtgan.report import class_rows, side_by_side
@@ -162,13 +168,16 @@ class Benchmark:
 
     def pretrained_stage(self) -> tuple[dict[str, Any], tuple] | None:
         """The first shared pretrained G's own images of training classes, scored
-        (:func:`score_pretrained`), and its first task with the images G drew for it; None
-        before any method pretrained."""
+        (:func:`score_pretrained`), the same classes re-learned from their K shots
+        (``relearned``, :func:`score_relearned`), and the first task with the images the
+        pretrained G drew for it; None before any method pretrained."""
         if not self._backbones:
             return None
         steps, (gan, _) = next(iter(self._backbones.items()))
         rows, first = score_pretrained(gan, self.training_set(), self.cfg, self.device)
-        return {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows}, first
+        again = score_relearned(gan, self.training_set(), self.cfg, self.device)
+        stage = {"pretrain_steps": steps, "summary": summarize(rows), "tasks": rows}
+        return stage | {"relearned": {"summary": summarize(again), "tasks": again}}, first
 
     def score(
         self, name: str, fitted: Fitted, tasks: list[Task], evaluator, split: str = "test"

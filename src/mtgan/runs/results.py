@@ -94,15 +94,22 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         "|" + " --- |" * (3 + len(COMPARED)),
     ]
     sides = [_results_by_row(before), _results_by_row(after)]
-    stages = [r["pretrained"]["tasks"] for r in (before, after) if "pretrained" in r]
-    if len(stages) == 2:  # the pretrained G on training classes, where both were scored
-        sides = [{"pretrained G": s, **side} for s, side in zip(stages, sides, strict=True)]
+    sides = [_stages(r) | side for r, side in zip((before, after), sides, strict=True)]
     for method in [m for m in sides[0] if m in sides[1]]:
         rows = sides[0][method], sides[1][method]
         ratios = [" → ".join(f"{_ratio(r, key):.3g}" for r in rows) for key in ("fid", "diversity")]
         cells = [mean_ci_text(paired(rows[1], rows[0], key)) for key in COMPARED]
         lines.append(f"| {method} | " + " | ".join(ratios + cells) + " |")
     return lines
+
+
+def _stages(report: dict[str, Any]) -> dict[str, list[dict]]:
+    """Per-task scores of the pretrained G on training classes and of those classes re-learned
+    from their shots, where the report has them."""
+    stage = report.get("pretrained", {})
+    rows = {"pretrained G": stage.get("tasks")}
+    rows["training classes re-learned"] = stage.get("relearned", {}).get("tasks")
+    return {name: tasks for name, tasks in rows.items() if tasks is not None}
 
 
 def _results_by_row(report: dict[str, Any]) -> dict[str, list[dict]]:
@@ -323,6 +330,14 @@ def _markdown(report: dict[str, Any], name: str) -> str:
             f"{summary['fid']['mean'] / summary['real_fid']['mean']:.2f} times the real images', "
             f"diversity {summary['diversity']['mean'] / summary['real_diversity']['mean']:.2f} "
             "times theirs."
+        )
+    if stage is not None and "relearned" in stage:
+        again = stage["relearned"]["summary"]
+        real += (
+            " The same classes learned again from their K shots by adaptation (fresh NM and CF, "
+            f"as for a new class): FID {again['fid']['mean'] / again['real_fid']['mean']:.2f} "
+            f"times, diversity {again['diversity']['mean'] / again['real_diversity']['mean']:.2f}"
+            " times."
         )
     lines = [
         f"# Benchmark `{name}`",
