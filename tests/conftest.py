@@ -16,6 +16,8 @@ from mtgan.data.base import ClassDataset
 SHARED_DATA = Path(
     os.environ.get("MTGAN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
 )
+# cuBLAS repeats its results bit for bit only with this workspace (set before it starts)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 TINY = [
     "data.image_size=16",
@@ -86,3 +88,18 @@ def tiny_run(root: Path, out: str | Path = "run") -> Path:
     argv = ["run", "--out", str(root / out), "--no-progress"]
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
     return root / out
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device of this machine in turn: the CPU, and CUDA where a GPU is visible. On CUDA
+    the test runs with deterministic kernels, as a run that must repeat bit for bit would."""
+    if request.param == "cpu":
+        yield torch.device("cpu")
+        return
+    torch.use_deterministic_algorithms(True)
+    yield torch.device("cuda")
+    torch.use_deterministic_algorithms(False)

@@ -10,8 +10,6 @@ from mtgan.phases.adapt import adapt
 from mtgan.phases.pretrain import build_gan
 from tests.conftest import TINY
 
-CPU = torch.device("cpu")
-
 
 def _dot(h=16, w=16, y=8, x=8, channels=1, batch=1):
     image = torch.full((batch, channels, h, w), -1.0)
@@ -83,14 +81,14 @@ def test_unknown_policy_is_refused():
         load_config(overrides=["adapt.augment=flip"])
 
 
-def test_adaptation_with_augmentation_is_seeded_and_differs_from_without(toy_dataset):
+def test_adaptation_with_augmentation_is_seeded_and_differs_from_without(toy_dataset, device):
     cfg = load_config(overrides=TINY)
     augmented = load_config(overrides=[*TINY, "adapt.augment=translation,cutout"])
     torch.manual_seed(0)
     gan = build_gan(cfg, 3).eval()
     task = EpisodeSampler(toy_dataset, 3, 2, 0, seed=1).sample()
     shots = task.support, task.support_labels
-    plain = adapt(gan, *shots, cfg, CPU, seed=7)[0].state_dict()
-    one, two = (adapt(gan, *shots, augmented, CPU, seed=7)[0].state_dict() for _ in range(2))
+    plain = adapt(gan, *shots, cfg, device, seed=7)[0].state_dict()
+    one, two = (adapt(gan, *shots, augmented, device, seed=7)[0].state_dict() for _ in range(2))
     assert all(torch.equal(one[k], two[k]) for k in one)
     assert not torch.equal(one["discriminator.cf.weight"], plain["discriminator.cf.weight"])

@@ -19,8 +19,6 @@ from mtgan.nn.ss import SSConvTranspose2d, SSResizeConv2d
 from mtgan.phases.pretrain import build_gan, pretrain, same_class_pairs
 from mtgan.phases.step import GanStep, Update, generate, trainable_params
 
-CPU = torch.device("cpu")
-
 
 @pytest.mark.parametrize("size", [16, 21, 28, 32])
 def test_resize_upsampling_has_no_free_transposed_kernel_and_keeps_the_image_size(size):
@@ -133,11 +131,13 @@ def test_same_class_pairs_cover_every_image_of_a_class():
         "pretrain.augment=translation,color",
     ],
 )
-def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_dataset, option):
+def test_each_candidate_pretrains_to_a_different_finite_model(
+    tiny_cfg, toy_dataset, option, device
+):
     def pretrained(cfg):
         torch.manual_seed(0)
         gan = build_gan(cfg, len(toy_dataset.classes))
-        pretrain(gan, toy_dataset, cfg, CPU)
+        pretrain(gan, toy_dataset, cfg, device)
         return gan.generator(torch.zeros(2, 4), torch.tensor([0, 1]))
 
     images = pretrained(with_overrides(tiny_cfg, [option]))
@@ -146,7 +146,7 @@ def test_each_candidate_pretrains_to_a_different_finite_model(tiny_cfg, toy_data
 
 
 def test_the_linear_schedule_keeps_the_rate_for_half_the_steps_then_decays_both(
-    tiny_cfg, toy_dataset, monkeypatch
+    tiny_cfg, toy_dataset, monkeypatch, device
 ):
     import mtgan.phases.pretrain as phase
 
@@ -160,5 +160,5 @@ def test_the_linear_schedule_keeps_the_rate_for_half_the_steps_then_decays_both(
     monkeypatch.setattr(phase.GanStep, "__call__", recording)
     cfg = copy.deepcopy(tiny_cfg)
     cfg.pretrain.steps, cfg.pretrain.lr, cfg.pretrain.lr_schedule = 4, 1e-3, "linear"
-    pretrain(build_gan(cfg, len(toy_dataset.classes)), toy_dataset, cfg, CPU)
+    pretrain(build_gan(cfg, len(toy_dataset.classes)), toy_dataset, cfg, device)
     assert seen == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])

@@ -14,8 +14,6 @@ from mtgan.phases.adapt import adapt
 from mtgan.phases.meta_train import meta_train, stack_tasks
 from mtgan.phases.pretrain import build_gan
 
-CPU = torch.device("cpu")
-
 
 def _gan_favouring(classes: int, favourite: list[float]) -> ConditionalGAN:
     """A GAN of ``classes`` pretrained classes whose CF ignores the image and prefers the
@@ -64,7 +62,7 @@ def test_the_kept_heads_travel_with_a_checkpoint(tmp_path):
     torch.testing.assert_close(loaded.bank.cf, gan.bank.cf)
 
 
-def test_adapting_with_nearest_starts_from_the_recognised_class(tiny_cfg, toy_dataset):
+def test_adapting_with_nearest_starts_from_the_recognised_class(tiny_cfg, toy_dataset, device):
     gan, z = build_gan(tiny_cfg, 4).eval(), tiny_cfg.model.z_dim
     with torch.no_grad():
         gan.discriminator.cf.weight.zero_()
@@ -76,35 +74,37 @@ def test_adapting_with_nearest_starts_from_the_recognised_class(tiny_cfg, toy_da
     cfg.adapt.steps, cfg.adapt.lr = 1, 1e-6
     for init, column in (("nearest", 2.0), ("heads", 1.5)):  # class 2's, or the mean
         cfg.adapt.class_init = init
-        adapted, _ = adapt(gan, task.support, task.support_labels, cfg, CPU)
+        adapted, _ = adapt(gan, task.support, task.support_labels, cfg, device)
         assert torch.allclose(adapted.generator.nm.weight[:, z:], torch.tensor(column), atol=1e-3)
 
 
-def test_nearest_without_kept_heads_is_refused(tiny_cfg, toy_dataset):
+def test_nearest_without_kept_heads_is_refused(tiny_cfg, toy_dataset, device):
     gan = build_gan(tiny_cfg, 3).eval()
     task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=1).sample()
     cfg = copy.deepcopy(tiny_cfg)
     cfg.adapt.class_init = "nearest"
     with pytest.raises(MtganError, match="adapt.class_init=heads"):
-        adapt(gan, task.support, task.support_labels, cfg, CPU)
+        adapt(gan, task.support, task.support_labels, cfg, device)
 
 
-def test_meta_training_tasks_carry_their_class_indices(toy_dataset):
+def test_meta_training_tasks_carry_their_class_indices(toy_dataset, device):
     sampler = EpisodeSampler(toy_dataset, 3, 2, 2, seed=4)
     tasks = [sampler.sample() for _ in range(2)]
-    batch = stack_tasks(tasks, 1, 4, torch.Generator().manual_seed(0), CPU, toy_dataset.classes)
+    batch = stack_tasks(tasks, 1, 4, torch.Generator().manual_seed(0), device, toy_dataset.classes)
     expected = [[toy_dataset.classes.index(c) for c in t.classes] for t in tasks]
     assert batch.classes.tolist() == expected
-    assert stack_tasks(tasks, 1, 4, torch.Generator(), CPU).classes.shape == (2, 0)
+    assert stack_tasks(tasks, 1, 4, torch.Generator(), device).classes.shape == (2, 0)
 
 
-def test_meta_training_with_nearest_starts_runs_and_learns_scale_and_shift(tiny_cfg, toy_dataset):
+def test_meta_training_with_nearest_starts_runs_and_learns_scale_and_shift(
+    tiny_cfg, toy_dataset, device
+):
     torch.manual_seed(0)
     gan = build_gan(tiny_cfg, len(toy_dataset.classes))
     start = {k: v.clone() for k, v in gan.state_dict().items()}
     cfg = copy.deepcopy(tiny_cfg)
     cfg.adapt.class_init = "nearest"
-    meta_train(gan, toy_dataset, cfg, CPU)
+    meta_train(gan, toy_dataset, cfg, device)
     assert len(gan.bank) == len(toy_dataset.classes)
     moved = [
         k for k in gan.state_dict() if "ss_" in k and not torch.equal(gan.state_dict()[k], start[k])
@@ -140,7 +140,7 @@ def test_a_checkpoint_saved_before_banks_and_rates_loads_and_keeps_no_bank(tmp_p
     assert len(old.bank) == 0
 
 
-def test_meta_training_with_nearest_and_no_kept_heads_is_refused(tiny_cfg, toy_dataset):
+def test_meta_training_with_nearest_and_no_kept_heads_is_refused(tiny_cfg, toy_dataset, device):
     """A model loaded from an old checkpoint keeps no pretrained heads: the inner loops may not
     start its classes from nothing (zeros)."""
     gan = build_gan(tiny_cfg, len(toy_dataset.classes))
@@ -148,4 +148,4 @@ def test_meta_training_with_nearest_and_no_kept_heads_is_refused(tiny_cfg, toy_d
     cfg = copy.deepcopy(tiny_cfg)
     cfg.adapt.class_init = "nearest"
     with pytest.raises(MtganError, match="adapt.class_init=heads"):
-        meta_train(gan, toy_dataset, cfg, CPU)
+        meta_train(gan, toy_dataset, cfg, device)

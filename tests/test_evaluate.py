@@ -9,45 +9,43 @@ from mtgan.phases import evaluate
 from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from tests.conftest import TINY
 
-CPU = torch.device("cpu")
-
 
 @pytest.fixture
 def cfg():
     return load_config(overrides=[*TINY, "eval.evaluator_epochs=60"])
 
 
-def test_evaluator_is_trained_once_then_read_from_the_cache(cfg, toy_dataset, monkeypatch):
-    model, info = evaluator_for(toy_dataset, cfg, CPU)
+def test_evaluator_is_trained_once_then_read_from_the_cache(cfg, toy_dataset, monkeypatch, device):
+    model, info = evaluator_for(toy_dataset, cfg, device)
     assert info["heldout_accuracy"] >= 0.9  # the toy classes are easy
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although cached")
 
     monkeypatch.setattr(evaluate, "train_evaluator", no_training)
-    again, info2 = evaluator_for(toy_dataset, cfg, CPU)
+    again, info2 = evaluator_for(toy_dataset, cfg, device)
     assert info2["heldout_accuracy"] == info["heldout_accuracy"]
     x = torch.zeros(2, 1, 16, 16)
     torch.testing.assert_close(again(x), model(x))
 
 
-def test_corrupt_cache_entry_is_retrained(cfg, toy_dataset):
-    _, info = evaluator_for(toy_dataset, cfg, CPU)
+def test_corrupt_cache_entry_is_retrained(cfg, toy_dataset, device):
+    _, info = evaluator_for(toy_dataset, cfg, device)
     path = info["cache"]
     with open(path, "wb") as f:
         f.write(b"\x00garbage")
-    _, info2 = evaluator_for(toy_dataset, cfg, CPU)
+    _, info2 = evaluator_for(toy_dataset, cfg, device)
     assert info2["heldout_accuracy"] == pytest.approx(info["heldout_accuracy"])
 
 
-def test_changed_data_trains_a_new_evaluator(cfg, toy_dataset):
-    _, info = evaluator_for(toy_dataset, cfg, CPU)
-    _, other = evaluator_for(toy_dataset.subset(toy_dataset.classes[:6]), cfg, CPU)
+def test_changed_data_trains_a_new_evaluator(cfg, toy_dataset, device):
+    _, info = evaluator_for(toy_dataset, cfg, device)
+    _, other = evaluator_for(toy_dataset.subset(toy_dataset.classes[:6]), cfg, device)
     assert other["cache"] != info["cache"]
 
 
-def test_scores_of_real_images_reach_the_ceiling_and_noise_does_not(cfg, toy_dataset):
-    model, _ = evaluator_for(toy_dataset, cfg, CPU)
+def test_scores_of_real_images_reach_the_ceiling_and_noise_does_not(cfg, toy_dataset, device):
+    model, _ = evaluator_for(toy_dataset, cfg, device)
     task = EpisodeSampler(toy_dataset, 3, 3, 3, seed=0).sample()
     real_like = task.support  # the generator returns its support images: real quality, copies
     scores = score_task(model, toy_dataset.classes, task, real_like, task.support_labels)

@@ -20,11 +20,11 @@ from tests.conftest import TINY
 CPU = torch.device("cpu")
 
 
-def _setup(toy_dataset, second_order, tasks=3, augment=""):
+def _setup(toy_dataset, second_order, tasks=3, augment="", device=CPU):
     order = f"meta.second_order={str(second_order).lower()}"
     cfg = load_config(overrides=[*TINY, order, f"adapt.augment={augment}"])
     torch.manual_seed(0)
-    gan = build_gan(cfg, 8).to(torch.get_default_dtype())
+    gan = build_gan(cfg, 8).to(device, torch.get_default_dtype())
     gan.reset_heads(cfg.task.n_way)
     gan.freeze_backbone()
     with torch.no_grad():  # SS away from identity, so that a mixed-up SS would show
@@ -33,7 +33,9 @@ def _setup(toy_dataset, second_order, tasks=3, augment=""):
                 p.add_(0.1 * torch.randn_like(p))
     sampler = EpisodeSampler(toy_dataset, 3, 2, 2, seed=4)
     rng = torch.Generator().manual_seed(1)
-    batch = stack_tasks([sampler.sample() for _ in range(tasks)], 2, gan.generator.z_dim, rng, CPU)
+    batch = stack_tasks(
+        [sampler.sample() for _ in range(tasks)], 2, gan.generator.z_dim, rng, device
+    )
     return cfg, gan, batch
 
 
@@ -49,9 +51,9 @@ def float64():
 @pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
 @pytest.mark.parametrize("augment", ["", "translation,cutout,color"], ids=["plain", "augmented"])
 def test_vectorised_meta_batch_equals_the_loop_over_tasks(
-    toy_dataset, second_order, augment, float64
+    toy_dataset, second_order, augment, float64, device
 ):
-    cfg, gan, batch = _setup(toy_dataset, second_order, augment=augment)
+    cfg, gan, batch = _setup(toy_dataset, second_order, augment=augment, device=device)
     heads, grads, losses = task_meta_gradient(gan, batch, cfg)
     loop = [task_meta_gradient(gan, batch[i], cfg) for i in range(3)]
     for name, stacked in heads.items():
@@ -95,29 +97,30 @@ def _plain_adapt(gan, task, cfg, seed):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_adaptation_equals_the_plain_gan_step(toy_dataset, channels_last):
+def test_adaptation_equals_the_plain_gan_step(toy_dataset, channels_last, device):
     cfg, gan, _ = _setup(toy_dataset, False)
     cfg.speed.channels_last = channels_last
     task = EpisodeSampler(toy_dataset, 3, 2, 0, seed=6).sample()
-    fast, _ = adapt(gan, task.support, task.support_labels, cfg, CPU, seed=3)
-    plain = _plain_adapt(gan, task, cfg, seed=3)
+    fast, _ = adapt(gan, task.support, task.support_labels, cfg, device, seed=3)
+    plain = _plain_adapt(gan, task, cfg, seed=3)  # on the CPU
     tol = {"rtol": 1e-4, "atol": 1e-5} if channels_last else {"rtol": 1e-6, "atol": 1e-7}
     for name, value in plain.state_dict().items():
-        assert torch.allclose(fast.state_dict()[name], value, **tol), name
-    assert not torch.allclose(fast.generator.nm.weight, gan.generator.nm.weight)
+        assert torch.allclose(fast.state_dict()[name].cpu(), value, **tol), name
+    assert not torch.allclose(fast.generator.nm.weight.cpu(), gan.generator.nm.weight)
 
 
-def test_the_step_computes_fe_of_the_same_real_images_once(toy_dataset):
+def test_the_step_computes_fe_of_the_same_real_images_once(toy_dataset, device):
     """With FE fixed and no augmentation, FE(real) is computed at the first step only."""
-    cfg, gan, _ = _setup(toy_dataset, False)
+    cfg, gan, _ = _setup(toy_dataset, False, device=device)
     task = EpisodeSampler(toy_dataset, 3, 2, 0, seed=6).sample()
     params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
     step = GanStep(gan, Update(gan.names("cf"), 1e-3), Update(gan.names("nm"), 1e-3))
     calls = []
     gan.discriminator.fe.register_forward_hook(lambda *_: calls.append(1))
-    real, z = to_device(task.support, CPU), torch.randn(6, gan.generator.z_dim)
+    real, z = to_device(task.support, device), torch.randn(6, gan.generator.z_dim, device=device)
+    labels = task.support_labels.to(device)
     for _ in range(3):
-        params, _ = step(params, real, task.support_labels, z)
+        params, _ = step(params, real, labels, z)
     assert len(calls) == 3 + 1  # FE(fake) at every step, FE(real) once
-    step(params, real.clone(), task.support_labels, z)
+    step(params, real.clone(), labels, z)
     assert len(calls) == 4 + 2  # other real images: FE(real) again

@@ -29,19 +29,18 @@ from mtgan.runs.folder import Run
 from mtgan.runs.results import REPORTED
 from tests.conftest import TINY, image_folder
 
-CPU = torch.device("cpu")
 RESULTS = Path(__file__).parents[1] / "results"
 
 
 def _state(gan):
-    return {k: v.detach().clone() for k, v in gan.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in gan.state_dict().items()}
 
 
 @pytest.fixture
-def pretrained(tiny_cfg, toy_dataset):
+def pretrained(tiny_cfg, toy_dataset, device):
     torch.manual_seed(0)
     gan = build_gan(tiny_cfg, len(toy_dataset.classes))
-    pretrain(gan, toy_dataset, tiny_cfg, CPU)
+    pretrain(gan, toy_dataset, tiny_cfg, device)
     return gan
 
 
@@ -79,7 +78,7 @@ def test_gradient_penalty_of_a_linear_critic(norm):
     torch.testing.assert_close(penalty, torch.tensor((norm - 1) ** 2))
 
 
-def test_figr_meta_step_moves_the_weights_towards_the_inner_copy(tiny_cfg, toy_dataset):
+def test_figr_meta_step_moves_the_weights_towards_the_inner_copy(tiny_cfg, toy_dataset, device):
     cfg = load_config(overrides=TINY + ["figr.meta_steps=1", "figr.inner_steps=2"])
     torch.manual_seed(0)
     gan = build_figr(cfg)
@@ -90,7 +89,7 @@ def test_figr_meta_step_moves_the_weights_towards_the_inner_copy(tiny_cfg, toy_d
     rng = torch.Generator().manual_seed(cfg.seed)
     names = inner.names("g") + inner.names("d")
     target = inner_loop(inner, trainable_params(inner, names), images, 2, cfg, rng)
-    figr_meta_train(gan, toy_dataset, cfg, CPU)
+    figr_meta_train(gan, toy_dataset, cfg, device)
     after = _state(gan)
     for n in names:
         moved, wanted = after[n] - before[n], target[n].detach() - before[n]
@@ -102,9 +101,9 @@ def test_figr_meta_step_moves_the_weights_towards_the_inner_copy(tiny_cfg, toy_d
     assert all(torch.equal(after[k], before[k]) for k in after if is_ss_parameter(k))
 
 
-def test_figr_gives_each_class_its_own_generator(tiny_cfg, toy_dataset, task):
+def test_figr_gives_each_class_its_own_generator(tiny_cfg, toy_dataset, task, device):
     torch.manual_seed(0)
-    fitted = FigrFitted(build_figr(tiny_cfg), tiny_cfg, CPU, {})
+    fitted = FigrFitted(build_figr(tiny_cfg), tiny_cfg, device, {})
     fake, slots = fitted.adapt(task.support, task.support_labels, 5).sample(4, 5)
     assert fake.shape == (12, 1, 16, 16) and slots.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert not torch.equal(fake[0], fake[4])  # different classes' generators
@@ -113,11 +112,11 @@ def test_figr_gives_each_class_its_own_generator(tiny_cfg, toy_dataset, task):
 
 
 def test_finetune_trains_every_weight_and_adaptation_only_the_heads(
-    bench, pretrained, tiny_cfg, task
+    bench, pretrained, tiny_cfg, task, device
 ):
     start = _state(pretrained)
     tuned = _state(finetune(bench, pretrained, task, tiny_cfg))
-    adapted, _ = adapt(pretrained, task.support, task.support_labels, tiny_cfg, CPU)
+    adapted, _ = adapt(pretrained, task.support, task.support_labels, tiny_cfg, device)
     adapted = _state(adapted)
     assert _state(pretrained).keys() == start.keys()
     for k in start:
@@ -130,11 +129,11 @@ def test_finetune_trains_every_weight_and_adaptation_only_the_heads(
 
 
 def test_finetune_starts_from_fresh_heads_even_with_as_many_pretraining_classes(
-    bench, tiny_cfg, toy_dataset, task, monkeypatch
+    bench, tiny_cfg, toy_dataset, task, monkeypatch, device
 ):
     torch.manual_seed(0)
     gan = build_gan(tiny_cfg, 3)  # pretrained on N = 3 classes, like CIFAR-10 5-way's 5
-    pretrain(gan, toy_dataset.subset(toy_dataset.classes[:3]), tiny_cfg, CPU)
+    pretrain(gan, toy_dataset.subset(toy_dataset.classes[:3]), tiny_cfg, device)
     seen = []
     monkeypatch.setattr("mtgan.runs.benchmark.adapt", lambda g, *a, **k: seen.append(g) or (g, []))
     finetune(bench, gan, task, tiny_cfg)
@@ -161,10 +160,10 @@ def test_finetune_augments_only_when_asked(bench, tiny_cfg, task, monkeypatch):
     assert seen[0].adapt.steps == tiny_cfg.finetune.steps
 
 
-def test_scratch_trains_a_new_gan_for_the_task_classes(tiny_cfg, task):
-    gan = train_from_scratch(task.support, task.support_labels, tiny_cfg, CPU, seed=0)
+def test_scratch_trains_a_new_gan_for_the_task_classes(tiny_cfg, task, device):
+    gan = train_from_scratch(task.support, task.support_labels, tiny_cfg, device, seed=0)
     assert gan.n_classes == 3 and gan.discriminator.cf.out_features == 4
-    again = train_from_scratch(task.support, task.support_labels, tiny_cfg, CPU, seed=0)
+    again = train_from_scratch(task.support, task.support_labels, tiny_cfg, device, seed=0)
     first, second = _state(gan), _state(again)
     assert all(torch.equal(first[k], second[k]) for k in first)
 

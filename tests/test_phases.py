@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 
 
 def _state(gan):
-    return {k: v.detach().clone() for k, v in gan.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in gan.state_dict().items()}
 
 
 def _group(state, prefix, ss):
@@ -33,11 +33,11 @@ def _group(state, prefix, ss):
 
 
 @pytest.fixture
-def pretrained(tiny_cfg, toy_dataset):
+def pretrained(tiny_cfg, toy_dataset, device):
     torch.manual_seed(0)
     gan = build_gan(tiny_cfg, len(toy_dataset.classes))
     before = _state(gan)
-    pretrain(gan, toy_dataset, tiny_cfg, CPU)
+    pretrain(gan, toy_dataset, tiny_cfg, device)
     return gan, before
 
 
@@ -52,10 +52,10 @@ def test_pretraining_changes_weights_but_not_scale_and_shift(pretrained):
             assert torch.equal(v, before[k]), k
 
 
-def test_meta_training_changes_only_ss_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
+def test_meta_training_changes_only_ss_nm_and_cf(pretrained, tiny_cfg, toy_dataset, device):
     gan, _ = pretrained
     before = _state(gan)
-    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    meta_train(gan, toy_dataset, tiny_cfg, device)
     after = _state(gan)
     frozen = {k for k in after if k.startswith(("generator.ic", "discriminator.fe"))}
     for k in frozen:
@@ -68,12 +68,12 @@ def test_meta_training_changes_only_ss_nm_and_cf(pretrained, tiny_cfg, toy_datas
     assert after["discriminator.cf.weight"].shape[0] == tiny_cfg.task.n_way + 1
 
 
-def test_adaptation_changes_only_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
+def test_adaptation_changes_only_nm_and_cf(pretrained, tiny_cfg, toy_dataset, device):
     gan, _ = pretrained
-    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    meta_train(gan, toy_dataset, tiny_cfg, device)
     meta_state = _state(gan)
     task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5).sample()
-    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, device)
     after = _state(adapted)
     for k, v in after.items():
         if k.startswith(("generator.nm", "discriminator.cf")):
@@ -84,13 +84,13 @@ def test_adaptation_changes_only_nm_and_cf(pretrained, tiny_cfg, toy_dataset):
 
 
 def test_adaptation_trains_scale_and_shift_at_their_own_rate_when_asked(
-    pretrained, tiny_cfg, toy_dataset
+    pretrained, tiny_cfg, toy_dataset, device
 ):
     gan, _ = pretrained
     before = _state(gan)
     task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5).sample()
     cfg = with_overrides(tiny_cfg, ["adapt.steps=1", "adapt.lr=2e-3", "adapt.ss_lr=5e-4"])
-    after = _state(adapt(gan, task.support, task.support_labels, cfg, CPU)[0])
+    after = _state(adapt(gan, task.support, task.support_labels, cfg, device)[0])
     for prefix in ("generator.ic", "discriminator.fe"):  # Adam's first step: lr per element
         moved = [(after[k] - before[k]).abs().max().item() for k in _group(after, prefix, True)]
         assert max(moved) == pytest.approx(5e-4, rel=1e-3), prefix
@@ -100,25 +100,25 @@ def test_adaptation_trains_scale_and_shift_at_their_own_rate_when_asked(
     assert nm.abs().max().item() == pytest.approx(2e-3, rel=1e-3)
 
 
-def test_adaptation_to_a_different_number_of_classes(pretrained, tiny_cfg, toy_dataset):
+def test_adaptation_to_a_different_number_of_classes(pretrained, tiny_cfg, toy_dataset, device):
     gan, _ = pretrained
-    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    meta_train(gan, toy_dataset, tiny_cfg, device)
     task = EpisodeSampler(toy_dataset, 5, 2, 0, seed=1).sample()
-    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, device)
     assert adapted.n_classes == 5 and adapted.discriminator.cf.out_features == 6
 
 
-def test_eq12_heads_are_the_mean_of_the_adapted_heads(pretrained, tiny_cfg, toy_dataset):
+def test_eq12_heads_are_the_mean_of_the_adapted_heads(pretrained, tiny_cfg, toy_dataset, device):
     gan, _ = pretrained
     gan.reset_heads(3)
     gan.freeze_backbone()
     sampler = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5)
     tasks = [sampler.sample() for _ in range(3)]
     z_dim, steps = gan.generator.z_dim, tiny_cfg.meta.inner_steps
-    batch = stack_tasks(tasks, steps, z_dim, torch.Generator().manual_seed(9), CPU)
+    batch = stack_tasks(tasks, steps, z_dim, torch.Generator().manual_seed(9), device)
     adapted = [task_meta_gradient(gan, batch[i], tiny_cfg).heads for i in range(3)]
     outer = {s: Update(gan.names(f"ss_{s}"), 1e-3, "adam", (0.9, 0.999)) for s in "gd"}
-    meta_step(gan, tasks, tiny_cfg, outer, torch.Generator().manual_seed(9), CPU)
+    meta_step(gan, tasks, tiny_cfg, outer, torch.Generator().manual_seed(9), device)
     own = dict(gan.named_parameters())
     for n in adapted[0]:
         mean = (adapted[0][n] + adapted[1][n] + adapted[2][n]) / 3
@@ -201,22 +201,24 @@ def test_first_order_gradient_differs_from_second_order(toy_dataset):
         torch.set_default_dtype(torch.float32)
 
 
-def test_pretraining_is_deterministic_for_a_seed(tiny_cfg, toy_dataset):
+def test_pretraining_is_deterministic_for_a_seed(tiny_cfg, toy_dataset, device):
     states = []
     for _ in range(2):
         torch.manual_seed(0)
         gan = build_gan(tiny_cfg, len(toy_dataset.classes))
-        pretrain(gan, toy_dataset, tiny_cfg, CPU)
+        pretrain(gan, toy_dataset, tiny_cfg, device)
         states.append(_state(gan))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tiny_cfg, toy_dataset):
+def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(
+    pretrained, tiny_cfg, toy_dataset, device
+):
     gan, _ = pretrained
     fresh = copy.deepcopy(gan)
     fresh.reset_heads(tiny_cfg.task.n_way, tiny_cfg.model.head_init)
     tiny_cfg.meta.head_update = "reset"
-    meta_train(gan, toy_dataset, tiny_cfg, CPU)
+    meta_train(gan, toy_dataset, tiny_cfg, device)
     after, start = _state(gan), _state(fresh)
     for k in after:
         if k.startswith(("generator.nm", "discriminator.cf")):
@@ -225,7 +227,7 @@ def test_head_update_reset_keeps_the_initial_heads_and_learns_ss(pretrained, tin
 
 
 def test_head_step_moves_the_heads_that_fraction_of_the_way_to_the_adapted_mean(
-    pretrained, tiny_cfg, toy_dataset, monkeypatch
+    pretrained, tiny_cfg, toy_dataset, monkeypatch, device
 ):
     """Eq. 12 with a step size: after one outer step NM and CF lie head_step of the way from
     where they started to the mean of the task-adapted heads."""
@@ -245,7 +247,7 @@ def test_head_step_moves_the_heads_that_fraction_of_the_way_to_the_adapted_mean(
     fresh = copy.deepcopy(gan)
     fresh.reset_heads(cfg.task.n_way, cfg.model.head_init)
     start = _state(fresh)
-    meta_train(gan, toy_dataset, cfg, CPU)
+    meta_train(gan, toy_dataset, cfg, device)
     after = _state(gan)
     for name, mean in means[0].items():
         expected = start[name] + 0.25 * (mean - start[name])
@@ -254,12 +256,14 @@ def test_head_step_moves_the_heads_that_fraction_of_the_way_to_the_adapted_mean(
 
 
 @pytest.mark.parametrize("sides", ["g", "d"])
-def test_ss_sides_trains_one_sides_scale_and_shift_only(pretrained, tiny_cfg, toy_dataset, sides):
+def test_ss_sides_trains_one_sides_scale_and_shift_only(
+    pretrained, tiny_cfg, toy_dataset, sides, device
+):
     gan, _ = pretrained
     cfg = copy.deepcopy(tiny_cfg)
     cfg.meta.ss_sides = sides
     start = _state(gan)
-    meta_train(gan, toy_dataset, cfg, CPU)
+    meta_train(gan, toy_dataset, cfg, device)
     after = _state(gan)
     for side in "gd":
         moved = any(not torch.equal(after[n], start[n]) for n in gan.names(f"ss_{side}"))
@@ -267,7 +271,7 @@ def test_ss_sides_trains_one_sides_scale_and_shift_only(pretrained, tiny_cfg, to
 
 
 def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
-    tiny_cfg, toy_dataset, monkeypatch
+    tiny_cfg, toy_dataset, monkeypatch, device
 ):
     """G's weights after each step, averaged as ema_t = d_t ema_{t-1} + (1 - d_t) w_t from the
     initial weights, are the pretrained G's (the discriminator is not averaged)."""
@@ -289,7 +293,7 @@ def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     torch.manual_seed(0)
     gan = build_gan(cfg, len(toy_dataset.classes))
     initial = {k: v.detach().clone() for k, v in gan.named_parameters()}
-    pretrain(gan, toy_dataset, cfg, CPU)
+    pretrain(gan, toy_dataset, cfg, device)
     final = dict(gan.named_parameters())
     for name in gan.names("g"):
         average = initial[name]
@@ -388,18 +392,18 @@ def test_learned_rate_gradient_of_one_inner_step_matches_finite_differences(toy_
         torch.set_default_dtype(torch.float32)
 
 
-def test_meta_training_learns_rates_only_when_asked(pretrained, tiny_cfg, toy_dataset):
+def test_meta_training_learns_rates_only_when_asked(pretrained, tiny_cfg, toy_dataset, device):
     for learn in (False, True):
         gan = copy.deepcopy(pretrained[0])
         cfg = copy.deepcopy(tiny_cfg)
         cfg.meta.learn_rates = learn
-        meta_train(gan, toy_dataset, cfg, CPU)
+        meta_train(gan, toy_dataset, cfg, device)
         moved = [bool(p.abs().sum() > 0) for p in gan.rates.parameters()]
         assert all(moved) if learn else not any(moved)
 
 
 def test_adaptation_scales_each_learning_rate_by_the_learned_multiplier(
-    pretrained, tiny_cfg, toy_dataset
+    pretrained, tiny_cfg, toy_dataset, device
 ):
     """A multiplier of exp(-60) stops NM's class columns; the noise columns still move."""
     gan = copy.deepcopy(pretrained[0])
@@ -407,7 +411,7 @@ def test_adaptation_scales_each_learning_rate_by_the_learned_multiplier(
     with torch.no_grad():
         gan.rates.nm_class.fill_(-60.0)
     task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=1).sample()
-    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, CPU)
+    adapted, _ = adapt(gan, task.support, task.support_labels, tiny_cfg, device)
     z = gan.generator.z_dim
     before, after = gan.generator.nm.weight, adapted.generator.nm.weight
     assert torch.allclose(after[:, z:], before[:, z:], atol=1e-12)

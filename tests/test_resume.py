@@ -104,18 +104,18 @@ def _header(path):
     return json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
 
 
-def test_a_state_file_of_other_settings_is_refused(toy_dataset, tmp_path, monkeypatch):
+def test_a_state_file_of_other_settings_is_refused(toy_dataset, tmp_path, monkeypatch, device):
     cfg = load_config(overrides=TINY + EVERY + LONGER)
     torch.manual_seed(0)
     gan = build_gan(cfg, len(toy_dataset.classes))
     _crash_after_checkpoint(monkeypatch, "meta-train", 2)
     with pytest.raises(Crash):
-        meta_train(gan, toy_dataset, cfg, CPU, state_path=tmp_path / STATE_FILE)
+        meta_train(gan, toy_dataset, cfg, device, state_path=tmp_path / STATE_FILE)
     other = load_config(overrides=TINY + EVERY + LONGER + ["task.n_way=2"])
     torch.manual_seed(0)
     gan = build_gan(cfg, len(toy_dataset.classes))
     with pytest.raises(MtganError, match=r"task\.n_way=3, not 2"):
-        meta_train(gan, toy_dataset, other, CPU, state_path=tmp_path / STATE_FILE)
+        meta_train(gan, toy_dataset, other, device, state_path=tmp_path / STATE_FILE)
 
 
 def test_atomic_write_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
@@ -339,15 +339,17 @@ def _wobble(gan):
     return float(torch.sin(1000 * sum(p.detach().double().sum() for p in gan.parameters())))
 
 
-def test_meta_training_with_validation_resumes_bit_for_bit(toy_dataset, tmp_path, monkeypatch):
+def test_meta_training_with_validation_resumes_bit_for_bit(
+    toy_dataset, tmp_path, monkeypatch, device
+):
     cfg = load_config(overrides=TINY + EVERY + ["meta.steps=8", "meta.validate_every=2"])
     torch.manual_seed(0)
     start = build_gan(cfg, len(toy_dataset.classes))
-    pretrain(start, toy_dataset, cfg, CPU)
+    pretrain(start, toy_dataset, cfg, device)
 
     def meta(state_path=None):
         gan = copy.deepcopy(start)
-        history = meta_train(gan, toy_dataset, cfg, CPU, False, state_path, _wobble)
+        history = meta_train(gan, toy_dataset, cfg, device, False, state_path, _wobble)
         return _weights(gan), history
 
     expected, expected_history = meta()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The CUDA path in one go (docs/speed.md, "On a GPU"):
+#   1. install the project into the Python that holds a CUDA build of torch;
+#   2. benchmarks/speed.py on CUDA, alone on the machine (its figures are timings);
+#   3. the Omniglot 5-way benchmark at ten times the CPU preset's training images, in the
+#      background, while 4. the test suite runs with CUDA visible (tests that take a device run
+#      on the CPU and on CUDA).
+#
+#   bash benchmarks/gpu_check.sh DATA_ROOT [LOG_DIR]
+#
+# DATA_ROOT holds omniglot/ (the benchmark; the tests that read mnist/ and cifar10-subset/ skip
+# when those are absent). Logs go to LOG_DIR (default gpu-check/); the results to
+# results/omniglot-5w10s-gpu.{json,csv,md,png}. PYTHON names the interpreter (default python3).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+data=$(realpath "${1:?usage: bash benchmarks/gpu_check.sh DATA_ROOT [LOG_DIR]}")
+logs=${2:-gpu-check}
+py=${PYTHON:-python3}
+mkdir -p "$logs"
+export PYTHONUNBUFFERED=1 MTGAN_SHARED_DATA=$data
+
+# 1. As the README installs it; a machine without a package index keeps the packages it has.
+if ! "$py" -m pip install -q -e ".[test]" >"$logs/install.log" 2>&1; then
+  echo "gpu_check: no package index; installing without dependencies" | tee -a "$logs/install.log"
+  "$py" -m pip install -q --no-deps --no-build-isolation -e . >>"$logs/install.log" 2>&1 ||
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+fi
+"$py" - <<'EOF' || exit 1
+import torch
+assert torch.cuda.is_available(), "gpu_check: CUDA is not available to this Python"
+print(f"gpu_check: torch {torch.__version__} on {torch.cuda.get_device_name()}")
+EOF
+
+# 2. Speed figures, with nothing else running.
+start=$SECONDS
+"$py" benchmarks/speed.py --device cuda --json >"$logs/speed.txt" 2>&1
+echo "gpu_check: speed.py exit $? in $((SECONDS - start)) s"
+
+# 3. Ten times the images of the CPU preset (configs/omniglot-5w10s.yaml): the batch of each
+# pretraining step and the meta-batch of each outer step, the step counts unchanged.
+start=$SECONDS
+"$py" -m mtgan benchmark --config configs/omniglot-5w10s.yaml --device cuda --tasks 20 \
+  --methods mtgan,frozen,finetune-augmented --set data.root="$data/omniglot" \
+  --set pretrain.batch_size=640 --set meta.meta_batch=40 \
+  --out results/omniglot-5w10s-gpu --overwrite --no-progress >"$logs/benchmark.log" 2>&1 &
+bench=$!
+
+# 4. The test suite, spread over the CPU cores when pytest-xdist is there.
+workers=()
+"$py" -c "import xdist" 2>/dev/null && workers=(-n 8)
+"$py" -m pytest "${workers[@]}" -p no:cacheprovider >"$logs/tests.log" 2>&1
+echo "gpu_check: tests exit $?; $(tail -n 1 "$logs/tests.log")"
+
+wait "$bench"
+echo "gpu_check: benchmark exit $? in $((SECONDS - start)) s"
