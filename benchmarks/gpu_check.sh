@@ -42,7 +42,7 @@ start=$SECONDS
 "$py" -m mtgan benchmark --config configs/omniglot-5w10s.yaml --device cuda --tasks 20 \
   --methods mtgan,frozen,finetune-augmented --set data.root="$data/omniglot" \
   --set pretrain.batch_size=640 --set meta.meta_batch=40 \
-  --out results/omniglot-5w10s-gpu --overwrite >"$logs/benchmark.log" 2>&1 &
+  --out results/omniglot-5w10s-gpu --overwrite --reuse-pretraining >"$logs/benchmark.log" 2>&1 &
 bench=$!
 
 # 4. The test suite, spread over the CPU cores when pytest-xdist is there.

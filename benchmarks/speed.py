@@ -246,6 +246,12 @@ def adaptation(cfg: Config, device: torch.device, steps: int, reps: int) -> dict
     for key, c in (("adapt_s", cfg), ("adapt_bf16_s", bf16), ("adapt_contiguous_s", contiguous)):
         run = lambda c=c: adapt(gan, task.support, task.support_labels, c, device)  # noqa: E731
         seconds[key] = best_of(reps, run, device) * full / steps
+    if device.type == "cuda":  # the commands' deterministic kernels against the fastest ones
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(False)
+        run = lambda: adapt(gan, task.support, task.support_labels, cfg, device)  # noqa: E731
+        seconds["adapt_nondeterministic_s"] = best_of(reps, run, device) * full / steps
+        torch.use_deterministic_algorithms(deterministic)
     figr = figr_adaptation(cfg, task, device, reps)
     return seconds | {"adapt_steps_timed": steps, "figr_adapt_s": figr}
 
@@ -482,6 +488,13 @@ def ratios(r: dict) -> list[tuple[str, str]]:
             f"{rate('meta_batch8_batched_tasks_per_s') / rate('meta_batch8_loop_tasks_per_s'):.2f}",
         ),
     ]
+    if "adapt_nondeterministic_s" in r:
+        rows.append(
+            (
+                "adaptation: deterministic / default kernels (time)",
+                f"{r['adapt_s'] / r['adapt_nondeterministic_s']:.2f}",
+            )
+        )
     if "meta_2proc_1thread_tasks_per_s" in r:
         two = rate("meta_2proc_1thread_tasks_per_s")
         rows.append(

@@ -184,11 +184,14 @@ class SpeedConfig:
     computation; 0 picks the whole meta-batch on CUDA and one task at a time on the CPU, where
     large batches measured slower. ``channels_last``: the convolutions' memory layout (faster
     on the CPU). ``precision``: ``fp32``, or ``bf16`` autocast (meant for CUDA).
+    ``deterministic``: on CUDA, commands run PyTorch's deterministic kernels, so that a seeded
+    run repeats, and a resumed one continues, bit for bit (the CPU's kernels always are).
     """
 
     tasks_at_once: int = 0
     channels_last: bool = True
     precision: Precision = "fp32"
+    deterministic: bool = True
 
 
 @dataclass

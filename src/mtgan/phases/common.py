@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,12 +26,19 @@ from mtgan.nn.gan import ConditionalGAN
 RESUMABLE_CHANGES = ("lr", "checkpoint_every", "root", "strict")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+def resolve_device(name: str, deterministic: bool = True) -> torch.device:
+    """The device a command runs on: ``auto`` picks CUDA when present, else the CPU. On CUDA
+    this also sets PyTorch's deterministic kernels on or off for the process
+    (``speed.deterministic``): with them, atomic additions in backward passes cannot reorder
+    floating-point sums from one run to the next."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but CUDA is not available; use --device cpu")
+    if name == "cuda":
+        # cuBLAS repeats its sums only with a fixed workspace, read when it starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(deterministic)
     return torch.device(name)
 
 

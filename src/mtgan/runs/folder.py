@@ -59,7 +59,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return resolve_device(self.cfg.device)
+        return resolve_device(self.cfg.device, self.cfg.speed.deterministic)
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
