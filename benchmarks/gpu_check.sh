@@ -10,7 +10,8 @@
 #
 # DATA_ROOT holds omniglot/ (the benchmark; the tests that read mnist/ and cifar10-subset/ skip
 # when those are absent). Logs go to LOG_DIR (default gpu-check/); the results to
-# results/omniglot-5w10s-gpu.{json,csv,md,png}. PYTHON names the interpreter (default python3).
+# results/omniglot-5w10s-gpu.{json,csv,md,png}. PYTHON names the interpreter (default python3),
+# TASKS the benchmark's test tasks (default 20), SPEED=0 skips speed.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=$(realpath "${1:?usage: bash benchmarks/gpu_check.sh DATA_ROOT [LOG_DIR]}")
@@ -32,14 +33,16 @@ print(f"gpu_check: torch {torch.__version__} on {torch.cuda.get_device_name()}")
 EOF
 
 # 2. Speed figures, with nothing else running.
-start=$SECONDS
-"$py" benchmarks/speed.py --device cuda --json >"$logs/speed.txt" 2>&1
-echo "gpu_check: speed.py exit $? in $((SECONDS - start)) s"
+if [ "${SPEED:-1}" != 0 ]; then
+  start=$SECONDS
+  "$py" benchmarks/speed.py --device cuda --json >"$logs/speed.txt" 2>&1
+  echo "gpu_check: speed.py exit $? in $((SECONDS - start)) s"
+fi
 
 # 3. Ten times the images of the CPU preset (configs/omniglot-5w10s.yaml): the batch of each
 # pretraining step and the meta-batch of each outer step, the step counts unchanged.
 start=$SECONDS
-"$py" -m mtgan benchmark --config configs/omniglot-5w10s.yaml --device cuda --tasks 20 \
+"$py" -m mtgan benchmark --config configs/omniglot-5w10s.yaml --device cuda --tasks "${TASKS:-20}" \
   --methods mtgan,frozen,finetune-augmented --set data.root="$data/omniglot" \
   --set pretrain.batch_size=640 --set meta.meta_batch=40 \
   --out results/omniglot-5w10s-gpu --overwrite --reuse-pretraining >"$logs/benchmark.log" 2>&1 &
@@ -47,7 +50,7 @@ bench=$!
 
 # 4. The test suite, spread over the CPU cores when pytest-xdist is there.
 workers=()
-"$py" -c "import xdist" 2>/dev/null && workers=(-n 8)
+"$py" -c "import xdist" 2>/dev/null && workers=(-n 12)
 "$py" -m pytest "${workers[@]}" -p no:cacheprovider >"$logs/tests.log" 2>&1
 echo "gpu_check: tests exit $?; $(tail -n 1 "$logs/tests.log")"
 

@@ -419,7 +419,7 @@ def measure(quick: bool, device: torch.device, threads: int, with_compile: bool)
     cfg = load_config(overrides=[f"device={device.type}"])
     steps = {"pretrain": 5 if quick else 40, "adapt": 30 if quick else cfg.adapt.steps}
     reps = 2 if quick else 3
-    result: dict = {"machine": machine(device), "quick": quick}
+    result: dict = {"machine": machine(device), "device": device.type, "quick": quick}
     result |= pretraining(cfg, device, steps["pretrain"], reps)
     result |= backbone_costs(cfg, device, steps["pretrain"], reps)
     sizes = (1024,) if quick else (1024, 2048)

@@ -138,7 +138,8 @@ def test_each_candidate_pretrains_to_a_different_finite_model(
         torch.manual_seed(0)
         gan = build_gan(cfg, len(toy_dataset.classes))
         pretrain(gan, toy_dataset, cfg, device)
-        return gan.generator(torch.zeros(2, 4), torch.tensor([0, 1]))
+        z, labels = torch.zeros(2, 4, device=device), torch.tensor([0, 1], device=device)
+        return gan.generator(z, labels)
 
     images = pretrained(with_overrides(tiny_cfg, [option]))
     assert torch.isfinite(images).all()

@@ -107,7 +107,9 @@ def test_meta_training_with_nearest_starts_runs_and_learns_scale_and_shift(
     meta_train(gan, toy_dataset, cfg, device)
     assert len(gan.bank) == len(toy_dataset.classes)
     moved = [
-        k for k in gan.state_dict() if "ss_" in k and not torch.equal(gan.state_dict()[k], start[k])
+        k
+        for k in gan.state_dict()
+        if "ss_" in k and not torch.equal(gan.state_dict()[k].cpu(), start[k])
     ]
     assert moved
 

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mtgan.config import load_config
+from mtgan.distributed import init_from_env
+from mtgan.errors import ConfigError
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
 from tests.conftest import TINY, make_toy_dataset
@@ -63,7 +66,8 @@ def test_torchrun_runs_pretrain_and_meta_train_commands(tmp_path):
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     quick = ["--quick", "--set", "meta.meta_batch=2"]  # kept in the run's config.yaml
-    for command in (["pretrain", "--out", str(run), *quick], ["meta-train", "--from", str(run)]):
+    first = ["pretrain", "--out", str(run), "--device", "cpu", *quick]
+    for command in (first, ["meta-train", "--from", str(run)]):
         done = subprocess.run(
             [*launch, "-m", "mtgan", *command, "--no-progress"], env=env, capture_output=True,
             text=True, timeout=300,
@@ -73,3 +77,11 @@ def test_torchrun_runs_pretrain_and_meta_train_commands(tmp_path):
     for phase in ("pretrain", "meta-train"):
         assert (run / phase / "model.safetensors").is_file()
     assert not list(run.rglob("state.safetensors")), "finished phases leave no state file"
+
+
+def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="--nproc_per_node at most 1, or --device cpu"):
+        init_from_env(torch.device("cuda"))

@@ -25,7 +25,7 @@ def test_evaluator_is_trained_once_then_read_from_the_cache(cfg, toy_dataset, mo
     monkeypatch.setattr(evaluate, "train_evaluator", no_training)
     again, info2 = evaluator_for(toy_dataset, cfg, device)
     assert info2["heldout_accuracy"] == info["heldout_accuracy"]
-    x = torch.zeros(2, 1, 16, 16)
+    x = torch.zeros(2, 1, 16, 16, device=device)
     torch.testing.assert_close(again(x), model(x))
 
 

@@ -81,18 +81,19 @@ def test_tasks_keep_their_own_heads(toy_dataset):
         torch.testing.assert_close(heads_swapped[name][0], heads[name][1])
 
 
-def _plain_adapt(gan, task, cfg, seed):
+def _plain_adapt(gan, task, cfg, seed, device):
     """Eq. 10 with FE(support) recomputed every step: a fresh copy of the support images at
     each step, so that the step cannot reuse what it computed before."""
-    gan = copy.deepcopy(gan)
+    gan = copy.deepcopy(gan).to(device)
     params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
     upd_d = Update(gan.names("cf"), cfg.adapt.lr, cfg.adapt.optimizer)
     upd_g = Update(gan.names("nm"), cfg.adapt.lr, cfg.adapt.optimizer)
-    rng, real = torch.Generator().manual_seed(seed), to_device(task.support, CPU)
+    rng, real = torch.Generator().manual_seed(seed), to_device(task.support, device)
+    labels = task.support_labels.to(device)
     step = GanStep(gan, upd_d, upd_g)
     for _ in range(cfg.adapt.steps):
-        z = noise(len(real), gan.generator.z_dim, rng, CPU)
-        params, _ = step(params, real.clone(), task.support_labels, z)
+        z = noise(len(real), gan.generator.z_dim, rng, device)
+        params, _ = step(params, real.clone(), labels, z)
     return gan
 
 
@@ -102,11 +103,11 @@ def test_adaptation_equals_the_plain_gan_step(toy_dataset, channels_last, device
     cfg.speed.channels_last = channels_last
     task = EpisodeSampler(toy_dataset, 3, 2, 0, seed=6).sample()
     fast, _ = adapt(gan, task.support, task.support_labels, cfg, device, seed=3)
-    plain = _plain_adapt(gan, task, cfg, seed=3)  # on the CPU
+    plain = _plain_adapt(gan, task, cfg, 3, device)
     tol = {"rtol": 1e-4, "atol": 1e-5} if channels_last else {"rtol": 1e-6, "atol": 1e-7}
     for name, value in plain.state_dict().items():
-        assert torch.allclose(fast.state_dict()[name].cpu(), value, **tol), name
-    assert not torch.allclose(fast.generator.nm.weight.cpu(), gan.generator.nm.weight)
+        assert torch.allclose(fast.state_dict()[name], value, **tol), name
+    assert not torch.allclose(fast.generator.nm.weight.cpu(), gan.generator.nm.weight.cpu())
 
 
 def test_the_step_computes_fe_of_the_same_real_images_once(toy_dataset, device):

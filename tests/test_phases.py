@@ -150,7 +150,8 @@ def _double_setup(toy_dataset, second_order):
 def _one_task(task, cfg, gan):
     """The task alone (no task dimension), with seeded noise."""
     rng = torch.Generator().manual_seed(7)
-    return stack_tasks([task], cfg.meta.inner_steps, gan.generator.z_dim, rng, CPU)[0]
+    device = next(gan.parameters()).device
+    return stack_tasks([task], cfg.meta.inner_steps, gan.generator.z_dim, rng, device)[0]
 
 
 def _query_loss(gan, task, cfg, side):
@@ -240,7 +241,7 @@ def test_head_step_moves_the_heads_that_fraction_of_the_way_to_the_adapted_mean(
 
     def recording(parts):
         total = task_gradient(parts)
-        means.append({n: v / cfg.meta.meta_batch for n, v in total.heads.items()})
+        means.append({n: v.cpu() / cfg.meta.meta_batch for n, v in total.heads.items()})
         return total
 
     monkeypatch.setattr(phase.TaskGradient, "sum", staticmethod(recording))
@@ -284,7 +285,7 @@ def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     def recording(name, gan, steps, step, *args, **kwargs):
         def step_and_record():
             losses = step()
-            seen.append({k: v.detach().clone() for k, v in gan.named_parameters()})
+            seen.append({k: v.detach().to("cpu", copy=True) for k, v in gan.named_parameters()})
             return losses
 
         return run_phase(name, gan, steps, step_and_record, *args, **kwargs)
@@ -294,7 +295,7 @@ def test_pretraining_with_ema_ends_with_the_average_of_the_generators_weights(
     gan = build_gan(cfg, len(toy_dataset.classes))
     initial = {k: v.detach().clone() for k, v in gan.named_parameters()}
     pretrain(gan, toy_dataset, cfg, device)
-    final = dict(gan.named_parameters())
+    final = {k: v.detach().cpu() for k, v in gan.named_parameters()}
     for name in gan.names("g"):
         average = initial[name]
         for t, weights in enumerate(seen, 1):

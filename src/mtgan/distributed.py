@@ -34,7 +34,13 @@ def init_from_env(device: torch.device) -> None:
     if not launched() or dist.is_initialized():
         return
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= gpus:
+            raise ConfigError(
+                f"torchrun started process {local} of this node, which has {gpus} GPU(s): "
+                f"give --nproc_per_node at most {gpus}, or --device cpu"
+            )
+        torch.cuda.set_device(local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 

@@ -50,7 +50,7 @@ from mtgan.metrics import (
 from mtgan.metrics.evaluator import stem_stride_for
 from mtgan.nn.gan import ConditionalGAN
 from mtgan.phases.adapt import adapt, sample
-from mtgan.phases.common import noise
+from mtgan.phases.common import noise, place
 
 EVALUATOR_VERSION = 1
 WEAK_EVALUATOR = 0.9
@@ -164,7 +164,7 @@ def score_pretrained(
     tasks, classes, evaluator = _training_tasks(train, cfg, device)
     per_class, seed = cfg.eval.samples_per_class, cfg.eval.seed
     column = {c: i for i, c in enumerate(train.classes)}
-    gan.eval()
+    place(gan, device, cfg.speed.channels_last).eval()
     rows, first = [], None
     for k, task in enumerate(tasks):
         slots = torch.arange(task.n_way).repeat_interleave(per_class)

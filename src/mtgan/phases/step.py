@@ -107,7 +107,8 @@ class Update:
         m = [_in_layout_of(p, x) for p, x in zip(tensors, m, strict=True)]
         v = [_in_layout_of(p, x) for p, x in zip(tensors, v, strict=True)]
         self.moments = dict(zip(self.names, zip(m, v, strict=True), strict=True))
-        step = torch.tensor(float(self.t), device=tensors[0].device)
+        # the kernel reads the step count as float32 (on CUDA, whatever the default dtype)
+        step = torch.tensor(float(self.t), dtype=torch.float32, device=tensors[0].device)
         b1, b2 = self.betas
         with torch.no_grad():
             torch._fused_adam_(
