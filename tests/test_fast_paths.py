@@ -11,7 +11,7 @@ from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
-from mtgan.phases.common import noise, to_device
+from mtgan.phases.common import noise, place, to_device
 from mtgan.phases.meta_train import stack_tasks, task_meta_gradient
 from mtgan.phases.pretrain import build_gan
 from mtgan.phases.step import GanStep, Update, trainable_params
@@ -84,7 +84,7 @@ def test_tasks_keep_their_own_heads(toy_dataset):
 def _plain_adapt(gan, task, cfg, seed, device):
     """Eq. 10 with FE(support) recomputed every step: a fresh copy of the support images at
     each step, so that the step cannot reuse what it computed before."""
-    gan = copy.deepcopy(gan).to(device)
+    gan = place(copy.deepcopy(gan), device, cfg.speed.channels_last)  # the layout adapt uses
     params = trainable_params(gan, gan.names("nm") + gan.names("cf"))
     upd_d = Update(gan.names("cf"), cfg.adapt.lr, cfg.adapt.optimizer)
     upd_g = Update(gan.names("nm"), cfg.adapt.lr, cfg.adapt.optimizer)

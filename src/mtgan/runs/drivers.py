@@ -29,6 +29,7 @@ from mtgan.errors import MtganError, NumericalError
 from mtgan.files import atomic_write
 from mtgan.nn.gan import ARCHITECTURE_KEYS, ConditionalGAN, load_gan, save_gan
 from mtgan.phases.adapt import HEADS, adapt, sample
+from mtgan.phases.common import place
 from mtgan.phases.evaluate import validation_fid
 from mtgan.phases.meta_train import META_SECTIONS, meta_train, validation_curve, with_granularity
 from mtgan.phases.pretrain import build_gan, pretrain
@@ -120,7 +121,9 @@ def _write_validation_curve(run: Run, history: list[dict[str, float]]) -> None:
 
 
 def load_phase_model(run: Run, phase: str) -> tuple[ConditionalGAN, dict[str, Any]]:
-    """``<phase>/model.safetensors`` and its metadata, checked against the run's config."""
+    """``<phase>/model.safetensors`` and its metadata, checked against the run's config, on
+    the run's device as the phase left it: a resumed run computes what follows it (new heads,
+    say) on the same device as an uninterrupted one, and so to the same bits."""
     path = run.path(phase, MODEL_FILE)
     if not path.is_file():
         raise MtganError(f"{path} does not exist; run the {phase} phase first")
@@ -133,6 +136,7 @@ def load_phase_model(run: Run, phase: str) -> tuple[ConditionalGAN, dict[str, An
                 f"{path} was trained with {section}.{key}={gan.config[key]!r} but the run's "
                 f"config says {want[key]!r}; it comes from another run, or drop that --set"
             )
+    place(gan, run.device, run.cfg.speed.channels_last)
     return gan, meta
 
 
