@@ -7,6 +7,7 @@ import torch
 
 from mtgan.config import load_config, with_overrides
 from mtgan.data.episodes import EpisodeSampler
+from mtgan.errors import ConfigError
 from mtgan.nn.ss import is_ss_parameter
 from mtgan.phases.adapt import adapt
 from mtgan.phases.meta_train import (
@@ -454,3 +455,22 @@ def test_only_learned_rates_multiply_a_step():
     assert list(multipliers) == ["discriminator.cf.weight"]
     assert torch.allclose(multipliers["discriminator.cf.weight"][-1], torch.tensor(torch.e))
     assert torch.equal(multipliers["discriminator.cf.weight"][:-1], torch.ones(5, 4))
+
+
+def test_adapting_nm_classes_keeps_nms_noise_columns_and_bias(pretrained, tiny_cfg, toy_dataset):
+    gan, _ = pretrained
+    gan.reset_heads(3)
+    before = _state(gan)
+    task = EpisodeSampler(toy_dataset, 3, 2, 2, seed=5).sample()
+    cfg = with_overrides(tiny_cfg, ["adapt.nm=classes"])
+    after = _state(
+        adapt(gan, task.support, task.support_labels, cfg, next(gan.parameters()).device)[0]
+    )
+    z = tiny_cfg.model.z_dim
+    w, w0 = after["generator.nm.weight"], before["generator.nm.weight"]
+    assert torch.equal(w[:, :z], w0[:, :z])
+    assert torch.equal(after["generator.nm.bias"], before["generator.nm.bias"])
+    assert not torch.equal(w[:, z:], w0[:, z:])
+    assert not torch.equal(after["discriminator.cf.weight"], before["discriminator.cf.weight"])
+    with pytest.raises(ConfigError, match="adapt.nm"):
+        with_overrides(tiny_cfg, ["adapt.nm=noise"])

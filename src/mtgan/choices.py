@@ -34,6 +34,7 @@ OptimizerKind = Literal["adam", "sgd"]
 """The update rule of an inner loop or of adaptation."""
 
 ClassInit = Literal["heads", "nearest"]
+NmPart = Literal["all", "classes"]
 """Where a new task's class columns of NM and rows of CF start: as the heads give them, or from
 the pretrained classes that D recognises in the support images (:mod:`mtgan.nn.bank`)."""
 

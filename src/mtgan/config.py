@@ -28,6 +28,7 @@ from mtgan.choices import (
     HeadInit,
     HeadUpdate,
     LrSchedule,
+    NmPart,
     OptimizerKind,
     OuterGenerator,
     Precision,
@@ -165,7 +166,10 @@ class AdaptConfig:
     pretrained classes D recognises in its support images (see :mod:`mtgan.nn.bank`), here and
     in meta-training's inner loops (there without the task's own classes).
     ``ss_lr`` > 0 also trains IC's and FE's scale and shift on the support set at that rate
-    (AdaFM's fine-tuning of the modulation, Zhao et al. 2020); 0 keeps them fixed (the paper)."""
+    (AdaFM's fine-tuning of the modulation, Zhao et al. 2020); 0 keeps them fixed (the paper).
+    ``nm``: which of NM's weights learn, here and in meta-training's inner loops: ``all`` (eq.
+    10) or ``classes``, the class columns only, so that the noise columns and the bias keep the
+    mapping of z that IC was trained on."""
 
     steps: int = 300
     lr: float = 2e-3
@@ -173,6 +177,7 @@ class AdaptConfig:
     augment: str = "translation"
     class_init: ClassInit = "heads"
     ss_lr: float = 0.0
+    nm: NmPart = "all"
     checkpoint_every: int = 100
 
 

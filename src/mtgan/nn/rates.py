@@ -9,8 +9,12 @@ the same rates serve N-way heads of any N.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from mtgan.choices import NmPart
 
 
 class HeadRates(nn.Module):
@@ -44,10 +48,23 @@ class HeadRates(nn.Module):
             "discriminator.cf.bias": torch.cat([r["cf_bias"][:1].expand(n), r["cf_bias"][1:]]),
         }
 
-    def multipliers(self, n_classes: int) -> dict[str, torch.Tensor]:
+    def multipliers(self, n_classes: int, nm: NmPart = "all") -> dict[str, torch.Tensor]:
         """exp(r) shaped like the heads: what multiplies each learning rate; parameters whose
-        multipliers are all 1 (nothing learned) are left out, so their steps cost nothing."""
-        return {k: v.detach().exp() for k, v in self.expanded(n_classes).items() if v.any()}
+        multipliers are all 1 (nothing learned) are left out, so their steps cost nothing.
+        ``nm="classes"`` makes the multipliers of NM's noise columns and bias 0 (``adapt.nm``).
+
+        Example:
+            >>> m = HeadRates(z_dim=2, nm_out=3, features=4).multipliers(5, nm="classes")
+            >>> m["generator.nm.weight"][0].tolist(), m["generator.nm.bias"].tolist()
+            ([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+        """
+        logs = self.expanded(n_classes)
+        if nm == "classes":
+            weight, z_dim = logs["generator.nm.weight"], self.nm_noise.shape[1]
+            noise_columns = torch.arange(z_dim, device=weight.device)
+            logs["generator.nm.weight"] = weight.index_fill(1, noise_columns, -math.inf)
+            logs["generator.nm.bias"] = torch.full_like(logs["generator.nm.bias"], -math.inf)
+        return {k: v.detach().exp() for k, v in logs.items() if v.any()}
 
     def summary(self) -> dict[str, dict[str, float]]:
         """The learned multipliers exp(r) of each part: geometric mean, least and most."""

@@ -64,7 +64,8 @@ def adapt(
     if a.class_init == "nearest":
         start_near(gan, real, labels)
     d_names, g_names = (gan.names(group) for group in groups)
-    rates = gan.rates.multipliers(n_way)  # Meta-SGD's, when meta-learned; else all 1
+    nm = a.nm if tuple(groups) == HEADS else "all"  # fine-tuning trains every weight
+    rates = gan.rates.multipliers(n_way, nm)  # Meta-SGD's, when meta-learned; else all 1
     if a.ss_lr > 0:
         ss_d, ss_g = gan.names("ss_d"), gan.names("ss_g")
         d_names, g_names = d_names + ss_d, g_names + ss_g

@@ -310,7 +310,7 @@ def task_meta_gradient(gan: ConditionalGAN, batch: TaskBatch, cfg: Config) -> Ta
         gan.bank.start_near(heads, support, batch.support_labels, gan.generator.z_dim, exclude)
     start = {n: h.detach().clone() for n, h in heads.items()}
     params = {**base, **heads}
-    rates = gan.rates.multipliers(cfg.task.n_way)
+    rates = gan.rates.multipliers(cfg.task.n_way, cfg.adapt.nm)
     inner_d, inner_g = (
         Update(names, m.inner_lr, m.inner_optimizer, differentiable=m.second_order, scales=rates)
         for names in (gan.names("cf"), gan.names("nm"))
