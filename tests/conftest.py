@@ -12,12 +12,11 @@ from PIL import Image
 
 from mtgan.config import load_config
 from mtgan.data.base import ClassDataset
+from mtgan.phases.common import resolve_device
 
 SHARED_DATA = Path(
     os.environ.get("MTGAN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
 )
-# cuBLAS repeats its results bit for bit only with this workspace (set before it starts)
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 TINY = [
     "data.image_size=16",
@@ -97,9 +96,5 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def device(request):
     """Each device of this machine in turn: the CPU, and CUDA where a GPU is visible. On CUDA
     the test runs with deterministic kernels, as a run that must repeat bit for bit would."""
-    if request.param == "cpu":
-        yield torch.device("cpu")
-        return
-    torch.use_deterministic_algorithms(True)
-    yield torch.device("cuda")
+    yield resolve_device(request.param)  # on CUDA: deterministic kernels, cuBLAS's workspace
     torch.use_deterministic_algorithms(False)

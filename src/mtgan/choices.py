@@ -34,9 +34,11 @@ OptimizerKind = Literal["adam", "sgd"]
 """The update rule of an inner loop or of adaptation."""
 
 ClassInit = Literal["heads", "nearest"]
-NmPart = Literal["all", "classes"]
 """Where a new task's class columns of NM and rows of CF start: as the heads give them, or from
 the pretrained classes that D recognises in the support images (:mod:`mtgan.nn.bank`)."""
+
+NmPart = Literal["all", "classes"]
+"""Which of NM's weights adaptation trains: all of them (eq. 10), or the class columns only."""
 
 HeadUpdate = Literal["average", "reset"]
 """What meta-training does to NM and CF after an outer step: eq. 12's average, or reset."""
