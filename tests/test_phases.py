@@ -474,3 +474,35 @@ def test_adapting_nm_classes_keeps_nms_noise_columns_and_bias(pretrained, tiny_c
     assert not torch.equal(after["discriminator.cf.weight"], before["discriminator.cf.weight"])
     with pytest.raises(ConfigError, match="adapt.nm"):
         with_overrides(tiny_cfg, ["adapt.nm=noise"])
+
+
+def test_class_pairs_pair_every_image_with_one_of_its_class():
+    from mtgan.phases.adapt import class_pairs
+
+    labels = torch.tensor([2, 0, 1, 1, 0, 2, 2, 1, 1])  # 2, 4 and 3 images: odd counts too
+    images = torch.arange(9.0)
+    paired_images, paired = class_pairs(images, labels)
+    assert len(paired) % 2 == 0 and torch.equal(paired[0::2], paired[1::2])
+    assert torch.equal(labels[paired_images.long()], paired)  # images travel with their labels
+    assert set(paired_images.tolist()) == set(images.tolist())  # none left out
+    assert len(paired) == 10  # one image repeated for each class with an odd count
+
+
+def test_adapting_with_mode_seeking_spreads_a_classs_samples(pretrained, tiny_cfg, toy_dataset):
+    from mtgan.metrics.diversity import pairwise_diversity
+    from mtgan.phases.adapt import sample
+
+    gan, _ = pretrained
+    task = EpisodeSampler(toy_dataset, 3, 3, 2, seed=5).sample()
+    spread = {}
+    for weight in (0, 50):
+        cfg = with_overrides(
+            tiny_cfg, ["adapt.steps=10", "adapt.lr=1e-2", f"adapt.mode_seeking={weight}"]
+        )
+        adapted, history = adapt(gan, task.support, task.support_labels, cfg, CPU)
+        fake, slots = sample(adapted, 8, torch.Generator().manual_seed(0), CPU)
+        spread[weight] = sum(pairwise_diversity(fake[slots == s]) for s in range(3))
+        assert len(history) == 10
+    assert spread[50] > 1.2 * spread[0], spread
+    with pytest.raises(ConfigError, match="adapt.mode_seeking"):
+        with_overrides(tiny_cfg, ["adapt.mode_seeking=-1"])

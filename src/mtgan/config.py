@@ -169,7 +169,11 @@ class AdaptConfig:
     (AdaFM's fine-tuning of the modulation, Zhao et al. 2020); 0 keeps them fixed (the paper).
     ``nm``: which of NM's weights learn, here and in meta-training's inner loops: ``all`` (eq.
     10) or ``classes``, the class columns only, so that the noise columns and the bias keep the
-    mapping of z that IC was trained on."""
+    mapping of z that IC was trained on.
+    ``mode_seeking`` > 0 adds MSGAN's term (:func:`mtgan.losses.mode_seeking`) at that weight
+    to G's loss here (not in meta-training's inner loops), each class's support images paired
+    (see :func:`mtgan.phases.adapt.class_pairs`): two noises of a new class must give different
+    images, against adaptation drawing every sample of a class alike."""
 
     steps: int = 300
     lr: float = 2e-3
@@ -178,6 +182,7 @@ class AdaptConfig:
     class_init: ClassInit = "heads"
     ss_lr: float = 0.0
     nm: NmPart = "all"
+    mode_seeking: float = 0.0
     checkpoint_every: int = 100
 
 
@@ -485,6 +490,7 @@ NON_NEGATIVE = (
     "pretrain.r1",
     "pretrain.mode_seeking",
     "adapt.ss_lr",
+    "adapt.mode_seeking",
     "pretrain.checkpoint_every",
     "meta.checkpoint_every",
     "adapt.checkpoint_every",

@@ -35,6 +35,8 @@ def adapt(
     learning rates are ``adapt.lr`` times the model's learned multipliers (``meta.learn_rates``;
     1 where none were learned). With ``adapt.ss_lr`` > 0, IC's scale and shift also learn
     with G's loss and FE's with D's, at ``adapt.ss_lr`` (AdaFM's modulation fine-tuning).
+    With ``adapt.mode_seeking`` > 0, G's loss adds MSGAN's term over pairs of one class
+    (:func:`class_pairs`).
 
     Args:
         meta_gan: the meta-learned model (not modified; a copy is adapted).
@@ -61,6 +63,8 @@ def adapt(
         gan.reset_heads(n_way, "pretrained")
     gan.freeze_backbone()
     real, labels = to_device(support, device), labels.to(device)
+    if a.mode_seeking:
+        real, labels = class_pairs(real, labels)
     if a.class_init == "nearest":
         start_near(gan, real, labels)
     d_names, g_names = (gan.names(group) for group in groups)
@@ -77,7 +81,7 @@ def adapt(
     rng = torch.Generator().manual_seed(seed)
     augment = Augment(parse_policies(a.augment), rng) if a.augment else None
     objective = ClassifierObjective(cfg.model.objective)
-    gan_step = GanStep(gan, update_d, update_g, objective, augment)
+    gan_step = GanStep(gan, update_d, update_g, objective, augment, a.mode_seeking)
 
     def step() -> dict[str, float]:
         nonlocal params
@@ -94,6 +98,21 @@ def adapt(
     )  # fmt: skip
     gan.requires_grad_(False)
     return gan, history
+
+
+def class_pairs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The support set ordered class by class, a class with an odd number of images repeating
+    its first, so that images 2i and 2i + 1 are of one class: the pairs of MSGAN's term
+    (:func:`mtgan.losses.mode_seeking`), whose two noises then draw the same class.
+
+    Example:
+        >>> _, paired = class_pairs(torch.arange(4.0), torch.tensor([1, 0, 1, 2]))
+        >>> paired.tolist()
+        [0, 0, 1, 1, 2, 2]
+    """
+    members = [(labels == c).nonzero().flatten() for c in labels.unique()]
+    order = torch.cat([m if len(m) % 2 == 0 else torch.cat([m, m[:1]]) for m in members])
+    return images[order], labels[order]
 
 
 @torch.no_grad()
