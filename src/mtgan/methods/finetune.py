@@ -5,8 +5,9 @@ the ``frozen`` baseline, even when pretraining had N classes too), then IC, FE, 
 trained on the K shots with ``finetune.lr`` for ``finetune.steps``, D's inputs augmented as
 ``finetune.augment`` says (none by default). There is no meta-learning and scale and shift stay
 at identity. The rest of phase (c)'s settings hold for fine-tuning too (``adapt.optimizer``,
-``adapt.class_init``, ``adapt.mode_seeking``): the same objective, with every weight trained. ``finetune-augmented`` augments D's inputs as ``mtgan``'s are (``adapt.augment``),
-so that the augmentation's share of ``mtgan``'s lead shows.
+``adapt.class_init``, ``adapt.mode_seeking``): the same objective, with every weight trained.
+``finetune-augmented`` augments D's inputs as ``mtgan``'s are (``adapt.augment``), so that the
+augmentation's share of ``mtgan``'s lead shows.
 """
 
 from __future__ import annotations
