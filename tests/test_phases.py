@@ -9,7 +9,7 @@ from mtgan.config import load_config, with_overrides
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.errors import ConfigError
 from mtgan.nn.ss import is_ss_parameter
-from mtgan.phases.adapt import adapt
+from mtgan.phases.adapt import adapt, class_pairs, sample
 from mtgan.phases.meta_train import (
     LOSSES,
     meta_step,
@@ -477,8 +477,6 @@ def test_adapting_nm_classes_keeps_nms_noise_columns_and_bias(pretrained, tiny_c
 
 
 def test_class_pairs_pair_every_image_with_one_of_its_class():
-    from mtgan.phases.adapt import class_pairs
-
     labels = torch.tensor([2, 0, 1, 1, 0, 2, 2, 1, 1])  # 2, 4 and 3 images: odd counts too
     images = torch.arange(9.0)
     paired_images, paired = class_pairs(images, labels)
@@ -490,7 +488,6 @@ def test_class_pairs_pair_every_image_with_one_of_its_class():
 
 def test_adapting_with_mode_seeking_spreads_a_classs_samples(pretrained, tiny_cfg, toy_dataset):
     from mtgan.metrics.diversity import pairwise_diversity
-    from mtgan.phases.adapt import sample
 
     gan, _ = pretrained
     task = EpisodeSampler(toy_dataset, 3, 3, 2, seed=5).sample()

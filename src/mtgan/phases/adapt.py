@@ -63,10 +63,10 @@ def adapt(
         gan.reset_heads(n_way, "pretrained")
     gan.freeze_backbone()
     real, labels = to_device(support, device), labels.to(device)
+    if a.class_init == "nearest":
+        start_near(gan, real, labels)  # from the support as given, each shot once
     if a.mode_seeking:
         real, labels = class_pairs(real, labels)
-    if a.class_init == "nearest":
-        start_near(gan, real, labels)
     d_names, g_names = (gan.names(group) for group in groups)
     nm = a.nm if tuple(groups) == HEADS else "all"  # fine-tuning trains every weight
     rates = gan.rates.multipliers(n_way, nm)  # Meta-SGD's, when meta-learned; else all 1
