@@ -70,7 +70,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """Network widths, scale-and-shift granularity, IC's upsampling, NM/CF initialisation,
-    generator loss."""
+    generator loss. ``spectral_norm`` divides each of FE's convolution weights by its largest
+    singular value (SN-GAN, Miyato et al. 2018) in every phase."""
 
     z_dim: int = 64
     g_width: int = 32
@@ -79,6 +80,7 @@ class ModelConfig:
     upsample: Upsampling = "resize"
     head_init: HeadInit = "pretrained"
     objective: GeneratorLoss = "eq6"
+    spectral_norm: bool = False
 
 
 @dataclass

@@ -26,7 +26,7 @@ from mtgan.nn.ss import is_ss_parameter
 HEAD_INITS = allowed(HeadInit)
 ARCHITECTURE_KEYS = ("image_size", "channels", "z_dim", "g_width", "d_width", "ss_granularity")
 """The constructor's arguments (besides the class count) that every checkpoint records."""
-ARCHITECTURE_DEFAULTS = {"upsample": "transposed"}
+ARCHITECTURE_DEFAULTS = {"upsample": "transposed", "spectral_norm": False}
 """Later arguments, with the value that checkpoints saved before them were built with."""
 
 
@@ -51,6 +51,7 @@ class ConditionalGAN(nn.Module):
         ss_granularity: Granularity = "channel",
         bank_classes: int = 0,
         upsample: Upsampling = "transposed",
+        spectral_norm: bool = False,
     ):
         super().__init__()
         self.config = {
@@ -61,11 +62,14 @@ class ConditionalGAN(nn.Module):
             "d_width": d_width,
             "ss_granularity": ss_granularity,
             "upsample": upsample,
+            "spectral_norm": spectral_norm,
         }
         self.generator = Generator(
             n_classes, image_size, channels, z_dim, g_width, ss_granularity, upsample
         )
-        self.discriminator = Discriminator(n_classes, image_size, channels, d_width, ss_granularity)
+        self.discriminator = Discriminator(
+            n_classes, image_size, channels, d_width, ss_granularity, spectral_norm
+        )
         nm_out, features = self.generator.nm_out_features, self.discriminator.fe.out_features
         self.rates = HeadRates(z_dim, nm_out, features)
         self.bank = ClassBank(nm_out, features, bank_classes)

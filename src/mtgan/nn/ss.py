@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtgan.choices import Granularity, allowed
+from mtgan.nn.spectral import SpectralNorm
 
 GRANULARITIES = allowed(Granularity)
 
@@ -42,11 +43,13 @@ def _scale_shape(
 
 
 class _SSConvBase(nn.Module):
-    """A convolution with frozen ``weight``/``bias`` and learnable ``ss_scale``/``ss_shift``."""
+    """A convolution with frozen ``weight``/``bias`` and learnable ``ss_scale``/``ss_shift``;
+    with ``spectral``, ``W`` is spectrally normalised (:mod:`mtgan.nn.spectral`), its estimate
+    of the largest singular value refined at every call while ``W`` trains."""
 
     transposed = False
 
-    def __init__(self, conv: nn.Module, granularity: Granularity):
+    def __init__(self, conv: nn.Module, granularity: Granularity, spectral: bool = False):
         super().__init__()
         self.stride, self.padding = conv.stride, conv.padding
         self.weight = nn.Parameter(conv.weight.detach().clone())
@@ -56,10 +59,15 @@ class _SSConvBase(nn.Module):
         n_out = self.bias.shape[0]
         self.ss_scale = nn.Parameter(torch.ones(shape))
         self.ss_shift = nn.Parameter(torch.zeros(1 if granularity == "layer" else n_out))
+        self.spectral = SpectralNorm(self.weight.shape[0]) if spectral else None
 
     def scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. of Sec. 3.2: the effective weight ``S1 * W`` and bias ``b + S2``."""
-        return self.ss_scale * self.weight, self.bias + self.ss_shift
+        """Eq. of Sec. 3.2: the effective weight ``S1 * W`` and bias ``b + S2`` (``W`` divided
+        by its largest singular value when spectrally normalised)."""
+        weight = self.weight
+        if self.spectral is not None:
+            weight = self.spectral(weight, refine=self.training and weight.requires_grad)
+        return self.ss_scale * weight, self.bias + self.ss_shift
 
     def extra_repr(self) -> str:
         return f"weight={tuple(self.weight.shape)}, stride={self.stride}, ss={self.granularity}"
@@ -76,8 +84,10 @@ class SSConv2d(_SSConvBase):
         True
     """
 
-    def __init__(self, conv: nn.Conv2d, granularity: Granularity = "channel"):
-        super().__init__(conv, granularity)
+    def __init__(
+        self, conv: nn.Conv2d, granularity: Granularity = "channel", spectral: bool = False
+    ):
+        super().__init__(conv, granularity, spectral)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.scaled()

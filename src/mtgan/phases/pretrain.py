@@ -26,7 +26,7 @@ def build_gan(cfg: Config, n_classes: int, bank_classes: int = 0) -> Conditional
     m, d = cfg.model, cfg.data
     return ConditionalGAN(
         n_classes, d.image_size, d.channels, m.z_dim, m.g_width, m.d_width, m.ss_granularity,
-        bank_classes, m.upsample,
+        bank_classes, m.upsample, m.spectral_norm,
     )  # fmt: skip
 
 
