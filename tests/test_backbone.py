@@ -68,6 +68,32 @@ def test_a_checkpoint_rebuilds_its_upsampling(tmp_path):
     assert torch.equal(loaded.eval().generator(z, y), gan.generator(z, y))
 
 
+def test_spectral_norm_divides_each_fe_weight_by_its_largest_singular_value():
+    torch.manual_seed(0)
+    gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4, spectral_norm=True)
+    x = torch.randn(4, 1, 16, 16)
+    for _ in range(40):  # power iteration refines its estimate at every training call
+        gan.discriminator(x)
+    for conv in (gan.discriminator.fe.layers.conv1, gan.discriminator.fe.layers.conv2):
+        weight, _ = conv.scaled()
+        sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), 2)
+        torch.testing.assert_close(weight, conv.weight / sigma, rtol=1e-4, atol=1e-6)
+        assert abs(sigma - 1) > 0.1  # the raw weights are not normalised already
+
+
+def test_a_frozen_spectrally_normalised_fe_computes_the_same_function_every_call(tmp_path):
+    gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4, spectral_norm=True)
+    gan.freeze_backbone()  # adaptation: FE's weights no longer train
+    x = torch.randn(4, 1, 16, 16)
+    first = gan.discriminator(x)
+    gan.train()  # even in training mode, a weight without gradient leaves the estimate alone
+    assert torch.equal(gan.discriminator(x), first)
+    save_gan(gan.eval(), tmp_path / "sn.safetensors")
+    loaded, _ = load_gan(tmp_path / "sn.safetensors")
+    assert loaded.architecture["spectral_norm"] is True
+    assert torch.equal(loaded.eval().discriminator(x), first)
+
+
 def test_a_checkpoint_saved_before_the_option_loads_as_transposed(tmp_path):
     gan = ConditionalGAN(3, image_size=16, z_dim=4, g_width=4, d_width=4)
     older = {k: v for k, v in gan.architecture.items() if k != "upsample"}
@@ -129,6 +155,7 @@ def test_same_class_pairs_cover_every_image_of_a_class():
         "pretrain.r1=1",
         "pretrain.mode_seeking=1",
         "pretrain.augment=translation,color",
+        "model.spectral_norm=true",
     ],
 )
 def test_each_candidate_pretrains_to_a_different_finite_model(

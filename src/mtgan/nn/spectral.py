@@ -36,6 +36,6 @@ class SpectralNorm(nn.Module):
             with torch.no_grad():
                 v = F.normalize(matrix.t() @ self.u.to(matrix), dim=0)
                 self.u.copy_(F.normalize(matrix @ v, dim=0))
-        u = self.u.to(matrix)
+        u = self.u.to(matrix, copy=True)  # a later call refines self.u in place
         v = F.normalize(matrix.t() @ u, dim=0).detach()
         return weight / (u @ matrix @ v)
