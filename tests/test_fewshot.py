@@ -12,7 +12,7 @@ import torch
 from mtgan.cli import main
 from mtgan.config import load_config
 from mtgan.data import load_splits
-from mtgan.errors import DataError
+from mtgan.errors import ConfigError, DataError
 from mtgan.metrics.fewshot import classic_copies, probe_accuracy
 from tests.conftest import TINY, image_folder
 
@@ -86,6 +86,19 @@ def test_validation_classes_are_held_out_of_the_training_split(tmp_path):
     too_many = load_config(overrides=[*sets[:-1], "data.validation_classes=17"])
     with pytest.raises(DataError, match="leaves no training class"):
         load_splits(too_many.data)
+
+
+def test_train_per_class_caps_the_training_classes_only(tmp_path):
+    sets = _folder_cfg(tmp_path, "data.test_classes=[k0,k1]", "data.validation_classes=2")
+    full = load_splits(load_config(overrides=sets).data)
+    capped = load_splits(load_config(overrides=[*sets, "data.train_per_class=4"]).data)
+    assert capped["train"].classes == full["train"].classes
+    for c in full["train"].classes:
+        assert torch.equal(capped["train"].images_of(c), full["train"].images_of(c)[:4])
+    for split in ("validation", "test"):
+        assert [len(capped[split].images_of(c)) for c in capped[split].classes] == [6, 6]
+    with pytest.raises(ConfigError, match="data.train_per_class must be 0 or more"):
+        load_config(overrides=[*sets, "data.train_per_class=-1"])
 
 
 def _fewshot(tmp_path, sets: list[str], *options: str) -> int:

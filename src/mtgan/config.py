@@ -49,7 +49,10 @@ class DataConfig:
     the test classes (the rest train); otherwise a dataset without few-shot splits of its own
     is split by ``split_fractions`` with ``split_seed``. ``validation_classes`` > 0 holds that
     many training classes out (chosen with ``split_seed``) as validation classes where the split
-    has none of its own (Omniglot's background set, a ``test_classes`` hold-out). Unreadable
+    has none of its own (Omniglot's background set, a ``test_classes`` hold-out).
+    ``train_per_class`` > 0 keeps only the first that many images of each training class
+    (validation and test classes keep all theirs): learning curves over the amount of
+    pretraining data. Unreadable
     images of an image folder are skipped with a warning, or refused with ``strict``
     (``--strict``).
     """
@@ -64,6 +67,7 @@ class DataConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     split_seed: int = 0
     validation_classes: int = 0
+    train_per_class: int = 0
     strict: bool = False
 
 
@@ -486,6 +490,7 @@ POSITIVE = (
 )
 NON_NEGATIVE = (
     "data.validation_classes",
+    "data.train_per_class",
     "meta.validate_every",
     "meta.steps",
     "pretrain.bn_calibration_batches",

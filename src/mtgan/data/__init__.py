@@ -216,11 +216,14 @@ def load_splits(cfg: DataConfig) -> dict[str, ClassDataset]:
     - else the classes are shuffled with ``cfg.split_seed`` and cut by ``cfg.split_fractions``.
 
     Where the split has no validation classes, ``cfg.validation_classes`` of the training
-    classes (shuffled with ``cfg.split_seed``) become them.
+    classes (shuffled with ``cfg.split_seed``) become them. With ``cfg.train_per_class``, each
+    training class keeps its first that many images.
     """
     splits = _split(cfg)
     if cfg.validation_classes and not splits.get("validation"):
         splits = _hold_out_validation(splits, cfg.validation_classes, cfg.split_seed)
+    if cfg.train_per_class:
+        splits["train"] = splits["train"].first(cfg.train_per_class)
     return splits
 
 

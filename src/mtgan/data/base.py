@@ -63,6 +63,10 @@ class ClassDataset:
         """The same dataset restricted to some classes, in the given order."""
         return ClassDataset(self.name, {c: self.images_of(c) for c in classes})
 
+    def first(self, count: int) -> ClassDataset:
+        """The same classes, each with its first ``count`` images (all of a smaller class)."""
+        return ClassDataset(self.name, {c: self.images_of(c)[:count] for c in self.classes})
+
     def conformed(self, image_size: int, channels: int) -> ClassDataset:
         """Every class resized (bilinear, antialiased) to image_size and converted to channels."""
         out = {}
