@@ -1,10 +1,13 @@
 """Phase (d) as the run uses it: the cached evaluator and the scores of one task."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
+from mtgan.files import cache_dir
 from mtgan.phases import evaluate
 from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from tests.conftest import TINY
@@ -31,7 +34,8 @@ def test_evaluator_is_trained_once_then_read_from_the_cache(cfg, toy_dataset, mo
 
 def test_corrupt_cache_entry_is_retrained(cfg, toy_dataset, device):
     _, info = evaluator_for(toy_dataset, cfg, device)
-    path = info["cache"]
+    path = cache_dir() / info["cache"]
+    assert not Path(info["cache"]).is_absolute()  # results files name no machine's folders
     with open(path, "wb") as f:
         f.write(b"\x00garbage")
     _, info2 = evaluator_for(toy_dataset, cfg, device)

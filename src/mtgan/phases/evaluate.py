@@ -62,7 +62,9 @@ def evaluator_for(
     """M for ``split``'s classes: loaded from the cache, or trained and cached.
 
     The cache key hashes the images, class names and training settings, so a changed dataset or
-    setting trains a new M. Warns when M's held-out accuracy is below 90%.
+    setting trains a new M. Warns when M's held-out accuracy is below 90%. The info's
+    ``cache`` names the entry inside the cache folder (:func:`mtgan.files.cache_dir`), so that
+    results files record no path of the machine that wrote them.
     """
     images, labels = split.stacked()
     settings = {"epochs": cfg.eval.evaluator_epochs, "seed": cfg.seed, "v": EVALUATOR_VERSION}
@@ -89,7 +91,8 @@ def evaluator_for(
             "its scores mean little (raise eval.evaluator_epochs)",
             stacklevel=2,
         )
-    return model.to(device).eval(), {**info, "cache": str(path)}
+    entry = path.relative_to(cache_dir()).as_posix()
+    return model.to(device).eval(), {**info, "cache": entry}
 
 
 def _load_evaluator(model: Evaluator, path: Path) -> dict[str, Any] | None:
