@@ -23,6 +23,7 @@ from mtgan.data.episodes import EpisodeSampler
 from mtgan.errors import MtganError
 from mtgan.files import atomic_write
 from mtgan.phases.adapt import adapt
+from mtgan.phases.common import state_identity
 from mtgan.phases.meta_train import meta_train
 from mtgan.phases.pretrain import build_gan, pretrain
 from tests.conftest import TINY, image_folder, make_toy_dataset
@@ -360,3 +361,12 @@ def test_meta_training_with_validation_resumes_bit_for_bit(
     resumed, history = meta(tmp_path / STATE_FILE)
     _assert_same(expected, resumed)
     assert history == expected_history
+
+
+def test_settings_added_later_leave_the_identity_alone_at_their_earlier_value():
+    cfg = load_config(overrides=TINY)
+    before = state_identity(cfg, ("data", "model"))
+    assert not {"model.spectral_norm", "data.train_per_class"} & set(before)
+    assert before["model.z_dim"] == cfg.model.z_dim  # the other settings are still there
+    changed = load_config(overrides=[*TINY, "model.spectral_norm=true"])
+    assert state_identity(changed, ("data", "model"))["model.spectral_norm"] is True

@@ -507,6 +507,31 @@ SEEDS = ("seed", "data.split_seed", "eval.seed")
 MAX_SEED = 2**63 - 1
 
 
+ADDED_LATER = {"model.spectral_norm": False, "data.train_per_class": 0}
+"""Settings added after pretrained models were first cached and state files first keyed on
+their sections, each with the value that computes what was computed before it existed."""
+
+
+def keyed(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (sections as nested dicts) without the :data:`ADDED_LATER` entries that hold
+    their earlier value: a cache key or state identity from before they existed still matches.
+
+    Example:
+        >>> keyed({"model": {"z_dim": 64, "spectral_norm": False}, "seed": 0})
+        {'model': {'z_dim': 64}, 'seed': 0}
+    """
+    out = {}
+    for section, part in settings.items():
+        if isinstance(part, dict):
+            part = {
+                k: v
+                for k, v in part.items()
+                if f"{section}.{k}" not in ADDED_LATER or ADDED_LATER[f"{section}.{k}"] != v
+            }
+        out[section] = part
+    return out
+
+
 def get(cfg: Config, key: str) -> Any:
     """The value of a dotted key, for example ``get(cfg, "task.n_way")``."""
     node: Any = cfg

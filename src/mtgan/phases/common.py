@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtgan.config import Config, get
+from mtgan.config import ADDED_LATER, Config, get
 from mtgan.data.base import to_model_range
 from mtgan.distributed import is_main
 from mtgan.errors import ConfigError
@@ -122,7 +122,8 @@ def state_identity(
     cfg: Config, sections: Sequence[str], *start: torch.Tensor | torch.nn.Module
 ) -> dict[str, Any]:
     """What a phase's state file must match to be resumed: the settings of ``sections`` (but
-    :data:`RESUMABLE_CHANGES`) and a digest of the phase's starting weights and data."""
+    :data:`RESUMABLE_CHANGES`, and :data:`mtgan.config.ADDED_LATER` at their earlier values) and
+    a digest of the phase's starting weights and data."""
     settings = cfg.to_dict()
     values = {}
     for section in sections:
@@ -130,6 +131,7 @@ def state_identity(
         flat = {f"{section}.{k}": v for k, v in part.items()} if isinstance(part, dict) else {}
         values |= flat or {section: part}
     values = {k: v for k, v in values.items() if not k.endswith(RESUMABLE_CHANGES)}
+    values = {k: v for k, v in values.items() if k not in ADDED_LATER or ADDED_LATER[k] != v}
     digest = hashlib.sha256()
     for item in start:
         tensors = item.state_dict().values() if isinstance(item, torch.nn.Module) else [item]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mtgan.config import Config, get, with_overrides
+from mtgan.config import Config, get, keyed, with_overrides
 from mtgan.data import ClassDataset
 from mtgan.data.base import to_uint8
 from mtgan.data.episodes import Task
@@ -88,6 +88,7 @@ class Benchmark:
         the seconds its pretraining took."""
         images, labels = self.training_set().stacked()
         settings = {k: v for k, v in cfg.to_dict().items() if k in PHASE_SECTIONS["pretrain"]}
+        settings = keyed(settings)  # unchanged by settings added since, at their old value
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for t in (images, labels):
             digest.update(t.numpy().tobytes())
