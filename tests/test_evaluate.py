@@ -9,8 +9,7 @@ from mtgan.config import load_config
 from mtgan.data.episodes import EpisodeSampler
 from mtgan.files import cache_dir
 from mtgan.phases import evaluate
-from mtgan.phases.evaluate import evaluator_for, score_pretrained, score_task, summarize
-from mtgan.phases.pretrain import build_gan
+from mtgan.phases.evaluate import evaluator_for, score_task, summarize
 from tests.conftest import TINY
 
 
@@ -67,14 +66,3 @@ def test_summary_has_mean_and_interval():
     assert s["a"]["mean"] == 2.0 and s["a"]["ci95"] == pytest.approx(2.4841, abs=1e-3)
     assert s["b"]["ci95"] == 0.0 and s["a"]["n"] == 3
     assert summarize([{"a": 1.0}])["a"]["ci95"] is None
-
-
-def test_the_pretrained_stage_takes_every_training_class_when_there_are_fewer_than_n(
-    cfg, toy_dataset, device
-):
-    two = toy_dataset.subset(toy_dataset.classes[:2])  # fewer training classes than task.n_way
-    assert cfg.task.n_way > len(two.classes)
-    gan = build_gan(cfg, len(two.classes))
-    rows, (task, fake, slots) = score_pretrained(gan, two, cfg, device)
-    assert sorted(task.classes) == two.classes and len(rows) == cfg.eval.tasks
-    assert slots.unique().tolist() == [0, 1] and len(fake) == 2 * cfg.eval.samples_per_class

@@ -143,11 +143,10 @@ def score_task(
 def _training_tasks(
     train: ClassDataset, cfg: Config, device: torch.device
 ) -> tuple[list[Task], list[str], Evaluator]:
-    """``eval.tasks`` seeded N-way tasks of the training classes (all of them where there are
-    fewer than N), their classes, and M trained on those classes."""
+    """``eval.tasks`` seeded N-way tasks of the training classes, their classes, and M trained
+    on those classes."""
     t, e = cfg.task, cfg.eval
-    n_way = min(t.n_way, len(train.classes))
-    tasks = seeded_tasks(train, n_way, t.k_shot, t.q_query, e.seed, e.tasks)
+    tasks = seeded_tasks(train, t.n_way, t.k_shot, t.q_query, e.seed, e.tasks)
     classes = sorted({c for task in tasks for c in task.classes})
     evaluator, _ = evaluator_for(train.subset(classes), cfg, device)
     return tasks, classes, evaluator
