@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtgan.config import ADDED_LATER, Config, get
+from mtgan.config import Config, get, keyed
 from mtgan.data.base import to_model_range
 from mtgan.distributed import is_main
 from mtgan.errors import ConfigError
@@ -124,14 +124,13 @@ def state_identity(
     """What a phase's state file must match to be resumed: the settings of ``sections`` (but
     :data:`RESUMABLE_CHANGES`, and :data:`mtgan.config.ADDED_LATER` at their earlier values) and
     a digest of the phase's starting weights and data."""
-    settings = cfg.to_dict()
+    settings = keyed(cfg.to_dict())
     values = {}
     for section in sections:
         part = settings[section] if "." not in section else get(cfg, section)
         flat = {f"{section}.{k}": v for k, v in part.items()} if isinstance(part, dict) else {}
         values |= flat or {section: part}
     values = {k: v for k, v in values.items() if not k.endswith(RESUMABLE_CHANGES)}
-    values = {k: v for k, v in values.items() if k not in ADDED_LATER or ADDED_LATER[k] != v}
     digest = hashlib.sha256()
     for item in start:
         tensors = item.state_dict().values() if isinstance(item, torch.nn.Module) else [item]
